@@ -1,0 +1,289 @@
+/*
+ * ingest: Paho MQTTAsync client whose callbacks only hand records to the
+ * inbox. Threads: sg_ingest_* run on the loop; every static callback below
+ * runs on a Paho thread (MQTTAsync_rcv or MQTTAsync_send) and touches
+ * nothing but the inbox. No Paho call is made while holding the inbox lock.
+ */
+#include "ingest.h"
+#include "common.h"
+#include "log.h"
+
+#include <MQTTAsync.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct sg_ingest {
+    MQTTAsync client;
+    struct sg_inbox *ib;
+    struct sg_ingest_opts o;
+    MQTTAsync_SSLOptions ssl;
+    int *qos_list;
+};
+
+const char *sg_ingest_strerror(int code)
+{
+    const char *s = MQTTAsync_strerror(code);
+    return s ? s : "unknown MQTT error";
+}
+
+/* Paho thread: the one place a message enters the gateway. It must return
+ * 1: Paho 1.3.12 sends the PUBACK when this returns whatever we answer. */
+static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+    struct sg_ingest *in = ctx;
+    size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
+    size_t plen = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    if (plen > in->o.max_payload_bytes) {
+        sg_inbox_push(in->ib, SG_INBOX_MESSAGE, 1, topic, tlen, NULL, 0);
+    } else {
+        sg_inbox_push(in->ib, SG_INBOX_MESSAGE, 0, topic, tlen, msg->payload, plen);
+    }
+    MQTTAsync_freeMessage(&msg);
+    MQTTAsync_free(topic);
+    return 1;
+}
+
+static void on_lost(void *ctx, char *cause)
+{
+    struct sg_ingest *in = ctx;
+    (void)cause;
+    sg_inbox_push(in->ib, SG_INBOX_CONNECTION_LOST, 0, NULL, 0, NULL, 0);
+}
+
+static void on_connect_ok(void *ctx, MQTTAsync_successData *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_CONNECTED, d ? d->alt.connect.sessionPresent : 0, NULL, 0,
+                  NULL, 0);
+}
+
+static void on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_CONNECTED, d ? d->alt.connect.sessionPresent : 0, NULL, 0,
+                  NULL, 0);
+}
+
+static void on_connect_fail(void *ctx, MQTTAsync_failureData *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_CONNECT_FAILED, d ? d->code : -1, NULL, 0, NULL, 0);
+}
+
+static void on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_CONNECT_FAILED, d ? (d->code ? d->code : (int)d->reasonCode) : -1,
+                  NULL, 0, NULL, 0);
+}
+
+static void on_sub_ok(void *ctx, MQTTAsync_successData *d)
+{
+    struct sg_ingest *in = ctx;
+    int rc = 0;
+    if (d != NULL) {
+        if (in->o.ntopics == 1) {
+            rc = d->alt.qos >= 0x80 ? d->alt.qos : 0;
+        } else if (d->alt.qosList != NULL) {
+            for (size_t i = 0; i < in->o.ntopics; i++) {
+                if (d->alt.qosList[i] >= 0x80) {
+                    rc = d->alt.qosList[i];
+                }
+            }
+        }
+    }
+    sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, rc, NULL, 0, NULL, 0);
+}
+
+static void on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    struct sg_ingest *in = ctx;
+    int rc = 0;
+    if (d != NULL) {
+        if (d->reasonCode >= 0x80) {
+            rc = d->reasonCode;
+        }
+        for (int i = 0; i < d->alt.sub.reasonCodeCount; i++) {
+            if (d->alt.sub.reasonCodes[i] >= 0x80) {
+                rc = d->alt.sub.reasonCodes[i];
+            }
+        }
+    }
+    sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, rc, NULL, 0, NULL, 0);
+}
+
+static void on_sub_fail(void *ctx, MQTTAsync_failureData *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, d && d->code ? d->code : -1, NULL, 0, NULL, 0);
+}
+
+static void on_sub_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, d && d->code ? d->code : -1, NULL, 0, NULL, 0);
+}
+
+static void on_disc(void *ctx, MQTTAsync_successData *d)
+{
+    struct sg_ingest *in = ctx;
+    (void)d;
+    sg_inbox_push(in->ib, SG_INBOX_DISCONNECTED, 0, NULL, 0, NULL, 0);
+}
+
+static void on_disc5(void *ctx, MQTTAsync_successData5 *d)
+{
+    struct sg_ingest *in = ctx;
+    (void)d;
+    sg_inbox_push(in->ib, SG_INBOX_DISCONNECTED, 0, NULL, 0, NULL, 0);
+}
+
+static void on_disc_fail(void *ctx, MQTTAsync_failureData *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_DISCONNECTED, d ? d->code : -1, NULL, 0, NULL, 0);
+}
+
+static void on_disc_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    struct sg_ingest *in = ctx;
+    sg_inbox_push(in->ib, SG_INBOX_DISCONNECTED, d ? d->code : -1, NULL, 0, NULL, 0);
+}
+
+static bool is_tls_uri(const char *uri)
+{
+    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
+           strncmp(uri, "wss://", 6) == 0;
+}
+
+int sg_ingest_new(struct sg_ingest **out, struct sg_inbox *ib, const struct sg_ingest_opts *o,
+                  char *err, size_t errcap)
+{
+    *out = NULL;
+    if (o->ntopics == 0 || o->qos < 0 || o->qos > 1) {
+        snprintf(err, errcap, "mqtt: need at least one topic and qos 0 or 1");
+        return SG_EINVAL;
+    }
+    struct sg_ingest *in = sg_xcalloc(1, sizeof *in);
+    in->ib = ib;
+    in->o = *o;
+    in->qos_list = sg_xcalloc(o->ntopics, sizeof(int));
+    for (size_t i = 0; i < o->ntopics; i++) {
+        in->qos_list[i] = o->qos;
+    }
+
+    MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
+    if (o->version == 5) {
+        MQTTAsync_createOptions co5 = MQTTAsync_createOptions_initializer5;
+        co = co5;
+    }
+    /* We never publish, so Paho's own persistence buys nothing (notes A4). */
+    int rc = MQTTAsync_createWithOptions(&in->client, o->uri, o->client_id,
+                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errcap, "mqtt.uri %s: %s", o->uri, sg_ingest_strerror(rc));
+        free(in->qos_list);
+        free(in);
+        return SG_EINVAL;
+    }
+    rc = MQTTAsync_setCallbacks(in->client, in, on_lost, on_message, NULL);
+    if (rc != MQTTASYNC_SUCCESS) {
+        snprintf(err, errcap, "mqtt: cannot set callbacks: %s", sg_ingest_strerror(rc));
+        sg_ingest_free(in);
+        return SG_EINVAL;
+    }
+    *out = in;
+    return 0;
+}
+
+int sg_ingest_connect(struct sg_ingest *in)
+{
+    const struct sg_ingest_opts *o = &in->o;
+    MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
+    MQTTProperties props = MQTTProperties_initializer;
+    if (o->version == 5) {
+        MQTTAsync_connectOptions co5 = MQTTAsync_connectOptions_initializer5;
+        co = co5;
+        co.cleanstart = o->clean_session ? 1 : 0;
+        MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
+        p.value.integer4 = o->clean_session ? 0 : o->session_expiry_s;
+        MQTTProperties_add(&props, &p);
+        co.connectProperties = &props;
+        co.onSuccess5 = on_connect_ok5;
+        co.onFailure5 = on_connect_fail5;
+    } else {
+        co.cleansession = o->clean_session ? 1 : 0;
+        co.onSuccess = on_connect_ok;
+        co.onFailure = on_connect_fail;
+    }
+    co.keepAliveInterval = (int)o->keepalive_s;
+    co.automaticReconnect = 0; /* the loop reconnects; see ingest.h */
+    co.connectTimeout = 10;
+    co.context = in;
+    co.username = o->username;
+    co.password = o->password;
+    if (is_tls_uri(o->uri)) {
+        MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+        in->ssl = ssl;
+        in->ssl.trustStore = o->ca_file;
+        in->ssl.keyStore = o->cert_file;
+        in->ssl.privateKey = o->key_file;
+        in->ssl.enableServerCertAuth = 1;
+        /* Paho's default verify = 0 skips the host name check (notes A8). */
+        in->ssl.verify = 1;
+        in->ssl.disableDefaultTrustStore = o->ca_file != NULL;
+        /* Paho lowers OpenSSL's security level to 1; restore Debian's 2. */
+        in->ssl.enabledCipherSuites = "DEFAULT:@SECLEVEL=2";
+        co.ssl = &in->ssl;
+    }
+    int rc = MQTTAsync_connect(in->client, &co);
+    MQTTProperties_free(&props);
+    return rc == MQTTASYNC_SUCCESS ? 0 : (rc < 0 ? rc : -rc);
+}
+
+int sg_ingest_subscribe(struct sg_ingest *in)
+{
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.context = in;
+    if (in->o.version == 5) {
+        ro.onSuccess5 = on_sub_ok5;
+        ro.onFailure5 = on_sub_fail5;
+    } else {
+        ro.onSuccess = on_sub_ok;
+        ro.onFailure = on_sub_fail;
+    }
+    int rc = MQTTAsync_subscribeMany(in->client, (int)in->o.ntopics, in->o.topics, in->qos_list,
+                                     &ro);
+    return rc == MQTTASYNC_SUCCESS ? 0 : (rc < 0 ? rc : -rc);
+}
+
+int sg_ingest_disconnect(struct sg_ingest *in, int timeout_ms)
+{
+    MQTTAsync_disconnectOptions d = MQTTAsync_disconnectOptions_initializer;
+    if (in->o.version == 5) {
+        MQTTAsync_disconnectOptions d5 = MQTTAsync_disconnectOptions_initializer5;
+        d = d5;
+        d.onSuccess5 = on_disc5;
+        d.onFailure5 = on_disc_fail5;
+    } else {
+        d.onSuccess = on_disc;
+        d.onFailure = on_disc_fail;
+    }
+    d.timeout = timeout_ms;
+    d.context = in;
+    int rc = MQTTAsync_disconnect(in->client, &d);
+    return rc == MQTTASYNC_SUCCESS ? 0 : (rc < 0 ? rc : -rc);
+}
+
+void sg_ingest_free(struct sg_ingest *in)
+{
+    if (in == NULL) {
+        return;
+    }
+    if (in->client != NULL) {
+        MQTTAsync_destroy(&in->client);
+    }
+    free(in->qos_list);
+    free(in);
+}

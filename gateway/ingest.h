@@ -1,0 +1,65 @@
+/*
+ * ingest: the Paho MQTTAsync client. Its callbacks run on Paho's threads and
+ * only post records to the inbox (messages, connect/subscribe results,
+ * connection loss); the loop decides what to do next. Reconnecting is driven
+ * by the loop (gateway.c), not by Paho's automatic reconnect, so every
+ * connect reports whether the broker kept our session, and every connect is
+ * followed by a fresh subscribe (Paho does not re-subscribe).
+ *
+ * Calls below are made from the loop thread. Results arrive through the
+ * inbox; a call that returns an error posts nothing.
+ */
+#ifndef SG_INGEST_H
+#define SG_INGEST_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#include "inbox.h"
+
+struct sg_ingest_opts {
+    const char *uri;
+    const char *client_id;
+    char *const *topics;
+    size_t ntopics;
+    int qos;                    /* 0 or 1 */
+    int version;                /* 3 (3.1.1) or 5 */
+    bool clean_session;
+    uint32_t keepalive_s;
+    uint32_t session_expiry_s;  /* MQTT 5 */
+    const char *username;       /* or NULL */
+    const char *password;       /* or NULL; never logged */
+    const char *ca_file;        /* ssl:// trust store, or NULL for the system CAs */
+    const char *cert_file;      /* client certificate (mTLS), or NULL */
+    const char *key_file;
+    size_t max_payload_bytes;   /* larger payloads are not copied; posted as too large */
+};
+
+struct sg_ingest;
+
+/* Creates the client (no network yet). Returns 0, or SG_EINVAL with a
+ * reason in err (bad URI or options). */
+int sg_ingest_new(struct sg_ingest **out, struct sg_inbox *ib, const struct sg_ingest_opts *o,
+                  char *err, size_t errcap);
+
+/* Starts one connect attempt → SG_INBOX_CONNECTED(arg=session present) or
+ * SG_INBOX_CONNECT_FAILED(arg=code). Returns 0 or a negative Paho code. */
+int sg_ingest_connect(struct sg_ingest *in);
+
+/* Subscribes to every topic → SG_INBOX_SUBSCRIBED(arg=0 ok, else code). */
+int sg_ingest_subscribe(struct sg_ingest *in);
+
+/* Starts a clean disconnect → SG_INBOX_DISCONNECTED. */
+int sg_ingest_disconnect(struct sg_ingest *in, int timeout_ms);
+
+/* Destroys the client; Paho's threads no longer call us afterwards.
+ * NULL is a no-op. */
+void sg_ingest_free(struct sg_ingest *in);
+
+/* Text for a Paho return code. Payloads over max_payload_bytes are posted
+ * as SG_INBOX_MESSAGE with arg 1 and no payload, so the loop counts them. */
+const char *sg_ingest_strerror(int paho_code);
+
+#endif

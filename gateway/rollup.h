@@ -1,0 +1,104 @@
+/*
+ * rollup: the aggregation engine. Per series (sensor_id, kind) and per
+ * configured window width, epoch-aligned tumbling windows; every reading gets
+ * exactly one verdict (accepted, duplicate, late, invalid), counted here and
+ * nowhere else. Closed windows come out through the emit callback as one
+ * struct sg_rollup per channel. Semantics: docs/SEMANTICS.md.
+ *
+ * Pure and single-threaded (the loop thread): time is passed in, no I/O.
+ */
+#ifndef SG_ROLLUP_H
+#define SG_ROLLUP_H
+
+#include <stdint.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "reading.h"
+
+#define SG_MAX_WINDOWS 8   /* configured window widths at most */
+
+enum sg_verdict {
+    SG_VERDICT_ACCEPTED = 0,
+    SG_VERDICT_DUPLICATE,
+    SG_VERDICT_LATE,
+    SG_VERDICT_INVALID,
+    SG_VERDICT_COUNT
+};
+
+/* One rollup: contract section 2, one channel of one window of one series. */
+struct sg_rollup {
+    char sensor_id[SG_SENSOR_ID_MAX + 1];
+    uint8_t kind;
+    uint8_t channel;
+    bool partial;              /* cut short by shutdown, not closed */
+    uint64_t window_start_ms;
+    uint64_t window_ms;
+    uint64_t count;            /* accepted readings */
+    double min, max, sum, mean, stddev, rms;   /* stddev is the population one */
+    uint64_t first_ts_ms, last_ts_ms;
+    double last;               /* value at last_ts_ms */
+    double p50, p95, p99;      /* within 1 % of the exact rank floor(q*(count-1)) */
+    uint64_t gaps;             /* seqs missing between lowest and highest seen */
+    uint64_t duplicates;       /* readings of this window dropped as duplicate */
+    uint64_t faulty;           /* accepted with status != 0 */
+    uint64_t late;             /* late readings of this series+width since its previous rollup */
+};
+
+/* Called once per channel of every closed window, in the order windows
+ * close. r is valid only during the call. */
+typedef void (*sg_rollup_emit_cb)(void *ctx, const struct sg_rollup *r);
+
+struct sg_rollup_opts {
+    uint64_t windows_ms[SG_MAX_WINDOWS];  /* widths, each > 0 */
+    size_t nwindows;                      /* 1..SG_MAX_WINDOWS */
+    uint64_t allowed_lateness_ms;
+    size_t max_series;            /* live series bound; a new one beyond it is invalid */
+    uint32_t ring_seqs;           /* dedup ring per series, power of two, >= 64 */
+    uint64_t series_idle_ms;      /* evict series with no open window idle this long */
+    double sketch_alpha;          /* relative accuracy of quantiles, e.g. 0.005 */
+    sg_rollup_emit_cb emit;
+    void *emit_ctx;
+};
+
+struct sg_rollup_stats {
+    uint64_t verdicts[SG_VERDICT_COUNT];     /* every reading lands in exactly one */
+    uint64_t invalid_by_reason[SG_INVALID_COUNT];
+    uint64_t rollups;                        /* struct sg_rollup emitted */
+    uint64_t windows_closed;                 /* windows emitted (any width) */
+    uint64_t windows_partial;                /* of which cut short by flush */
+    uint64_t active_series;                  /* gauge */
+    uint64_t open_windows;                   /* gauge */
+    uint64_t series_evicted;                 /* idle series removed */
+    uint64_t ring_overflows;                 /* seq older than the dedup ring: accepted unchecked */
+    uint64_t seq_resets;                     /* seq jumped by more than 2^16: ring restarted */
+};
+
+struct sg_rollup_engine;
+
+/* Creates an engine. Returns 0 and sets *out, or SG_EINVAL for bad options
+ * (nothing allocated). */
+int sg_rollup_engine_new(struct sg_rollup_engine **out, const struct sg_rollup_opts *opts);
+/* Frees everything, without emitting. NULL is a no-op. */
+void sg_rollup_engine_free(struct sg_rollup_engine *e);
+
+/* Gives one reading its verdict and, if accepted, adds it to its window in
+ * every width. A reading with r->invalid != 0 is counted invalid. now_ms is
+ * the gateway clock. May emit (closing windows whose series watermark moved). */
+enum sg_verdict sg_rollup_add(struct sg_rollup_engine *e, const struct sg_reading *r,
+                              uint64_t now_ms);
+
+/* Gateway-clock close: emits every window with end + lateness <= now_ms, and
+ * evicts idle series. Call about once a second. */
+void sg_rollup_tick(struct sg_rollup_engine *e, uint64_t now_ms);
+
+/* Emits every open window with partial = true (shutdown). */
+void sg_rollup_flush(struct sg_rollup_engine *e);
+
+/* Counters and gauges; the pointer stays valid for the engine's life. */
+const struct sg_rollup_stats *sg_rollup_stats(const struct sg_rollup_engine *e);
+
+/* Bytes of memory the engine holds now (tables, windows, sketches). */
+size_t sg_rollup_memory_bytes(const struct sg_rollup_engine *e);
+
+#endif
