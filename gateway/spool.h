@@ -3,7 +3,7 @@
  * backend, and their dead letters. One SQLite file (WAL) in spool.dir;
  * layout and guarantees in docs/SPOOL.md. A batch keeps its sequence number
  * (and so its batch_id) across restarts; sequence numbers never repeat.
- * Loop thread only (calls are synchronous; a FULL commit is ~0.2 ms here).
+ * Loop thread only (calls are synchronous; a FULL commit is ~0.3 ms here).
  */
 #ifndef SG_SPOOL_H
 #define SG_SPOOL_H
@@ -27,7 +27,9 @@ struct sg_spool_opts {
 struct sg_spool_batch {
     uint64_t seq;             /* spool sequence; batch_id = <gateway_id>:<%020 seq> */
     uint64_t created_ms;      /* when it was first spooled (epoch ms) */
-    uint64_t close_mono_ms;   /* not stored: 0 after a restart */
+    uint64_t close_mono_ms;   /* not stored: sg_mono_ms() when it was pushed in this
+                               * process (the batch is pushed when it closes);
+                               * 0 after a restart */
     int content_type;         /* enum sg_content_type */
     uint8_t *body;            /* the exact bytes to POST, frozen at creation */
     size_t len;
@@ -53,7 +55,8 @@ struct sg_spool_stats {
  * openable, or the directory is locked by another process (errno EBUSY);
  * errno kept, so the caller can log the path and strerror(errno)), or
  * SG_EVERSION (a spool.db of a schema version this build does not read;
- * logged here naming both versions) — *out is then NULL.
+ * logged here naming both versions), or SG_ECORRUPT (the fresh file made
+ * after a quarantine failed its check too) — *out is then NULL.
  * Loop thread (or before the loop starts). */
 int sg_spool_open(struct sg_spool **out, const struct sg_spool_opts *opts);
 /* Closes the database. NULL is a no-op. */
