@@ -20,7 +20,8 @@ enum sg_fwd_outcome { SG_FWD_OK = 0, SG_FWD_RETRY, SG_FWD_REJECTED };
 
 /* The one place that sorts answers: 2xx ok; 429, 5xx, 3xx (not followed;
  * logged as a configuration problem) and any transport error (curl_code !=
- * 0) retry; other 4xx and 1xx rejected. Pure. */
+ * 0, whatever the status) retry; other 4xx (408 included, as the contract
+ * says) and 1xx rejected; no status or one outside 100..599 retries. Pure. */
 enum sg_fwd_outcome sg_forward_classify(long http_status, int curl_code);
 
 /* Delay before the next attempt after `failures` consecutive failures:
@@ -43,8 +44,11 @@ struct sg_forward_opts {
 struct sg_forward;
 
 /* Creates the forwarder on loop; it reads batches from sp and counts into m
- * (forward_*, latency). Returns 0 or SG_EINVAL/SG_EIO; on error nothing is
- * left on the loop. */
+ * (forward_*, latency). opts strings are copied. Returns 0, SG_EINVAL (url
+ * not http:// or https://, no gateway_id, max_inflight 0, timeout_ms 0,
+ * backoff_max_ms < backoff_min_ms) or SG_EIO (libcurl set-up failed); on
+ * error *out is NULL and nothing is left on the loop. Nothing is sent until
+ * the first sg_forward_kick. */
 int sg_forward_new(struct sg_forward **out, uv_loop_t *loop, struct sg_spool *sp,
                    struct sg_metrics *m, const struct sg_forward_opts *opts);
 
