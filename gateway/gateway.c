@@ -1,1 +1,798 @@
-/* placeholder: being written */
+/*
+ * gateway: one libuv loop owns all state. Paho's threads reach it only
+ * through the inbox; curl and the metrics server run on the loop itself.
+ *
+ * A reading's path: Paho callback → inbox → on_inbox (decode, verdict,
+ * aggregate) → rollup emit → pending batch → encode → spool → forward.
+ *
+ * Shutdown order (see gateway.h) is a small state machine driven by inbox
+ * events and timers, so the loop never blocks waiting for Paho or curl.
+ * Thread: the loop (main) thread only.
+ */
+#include "gateway.h"
+
+#include "buf.h"
+#include "common.h"
+#include "decode.h"
+#include "encode.h"
+#include "forward.h"
+#include "http.h"
+#include "inbox.h"
+#include "ingest.h"
+#include "log.h"
+#include "metrics.h"
+#include "rollup.h"
+#include "spool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+enum mqtt_state { MQTT_IDLE, MQTT_CONNECTING, MQTT_SUBSCRIBING, MQTT_UP, MQTT_WAIT_RETRY };
+enum stop_state { RUNNING, STOP_DISCONNECTING, STOP_DRAINING, STOP_CLOSING };
+
+struct gw {
+    uv_loop_t loop;
+    struct sg_config *cfg;
+    struct sg_metrics m;
+    struct sg_inbox inbox;
+    bool inbox_open;
+    struct sg_ingest *ingest;
+    struct sg_decoder *dec;
+    struct sg_rollup_engine *eng;
+    struct sg_spool *spool;
+    struct sg_forward *fwd;
+    struct sg_http *http;
+    char *token;
+    char *mqtt_password;
+
+    uv_timer_t tick_timer;     /* 1 s: gateway-clock window close, stats line */
+    uv_timer_t batch_timer;    /* max_batch_delay_ms after the first pending rollup */
+    uv_timer_t mqtt_timer;     /* reconnect backoff */
+    uv_timer_t stop_timer;     /* shutdown deadlines */
+    uv_signal_t sig_term, sig_int, sig_hup;
+    int open_handles;          /* handles still to be closed at shutdown */
+
+    /* Rollups waiting to form a batch. */
+    struct sg_rollup *pending;
+    size_t npending, cap_pending;
+    struct sg_buf body;
+
+    enum mqtt_state mqtt;
+    uint32_t mqtt_failures;
+    bool ever_connected;
+    enum stop_state stop;
+    uint64_t stop_deadline_mono;
+    uint64_t last_stats_mono;
+    int exit_code;
+};
+
+/* ------------------------------------------------------------------ */
+/* Batching                                                            */
+
+static void flush_batch(struct gw *g)
+{
+    if (g->npending == 0) {
+        return;
+    }
+    uv_timer_stop(&g->batch_timer);
+    const struct sg_config *c = g->cfg;
+    uint64_t seq = sg_spool_next_seq(g->spool);
+    char batch_id[160];
+    sg_encode_batch_id(batch_id, sizeof batch_id, c->gateway_id, seq);
+    uint64_t now = sg_now_ms();
+    sg_buf_reset(&g->body);
+    /* sent_at_ms is frozen at creation: a retried batch is byte-identical,
+     * so a backend that fingerprints Idempotency-Key bodies accepts it. */
+    int rc = sg_encode_batch(&g->body, (int)c->backend.content_type, c->gateway_id, batch_id,
+                             now, g->pending, g->npending);
+    if (rc == 0) {
+        rc = sg_spool_push(g->spool, seq, (int)c->backend.content_type,
+                           (const uint8_t *)g->body.data, g->body.len, now);
+    }
+    if (rc != 0) {
+        /* Counted in sensegate_spool_errors_total / dropped; never silent. */
+        sg_log(SG_LOG_ERROR, "spool", "cannot store batch %s (%zu rollups): %s (%s)", batch_id,
+               g->npending, sg_strerror(rc), sg_spool_last_error(g->spool));
+    }
+    g->npending = 0;
+    sg_forward_kick(g->fwd);
+}
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    flush_batch(t->data);
+}
+
+static void on_rollup(void *ctx, const struct sg_rollup *r)
+{
+    struct gw *g = ctx;
+    if (g->npending == g->cap_pending) {
+        g->cap_pending = g->cap_pending ? g->cap_pending * 2 : 64;
+        g->pending = sg_xrealloc(g->pending, g->cap_pending * sizeof *g->pending);
+    }
+    g->pending[g->npending++] = *r;
+    if (g->npending == 1 && g->stop == RUNNING) {
+        uv_timer_start(&g->batch_timer, on_batch_timer, g->cfg->backend.max_batch_delay_ms, 0);
+    }
+    if (g->npending >= g->cfg->backend.max_batch_rollups) {
+        flush_batch(g);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Metrics snapshot                                                    */
+
+static void snapshot(struct gw *g)
+{
+    struct sg_metrics *m = &g->m;
+    const struct sg_rollup_stats *rs = sg_rollup_stats(g->eng);
+    for (int i = 0; i < SG_VERDICT_COUNT; i++) {
+        m->readings[i] = rs->verdicts[i];
+    }
+    for (int i = 0; i < SG_INVALID_COUNT; i++) {
+        m->invalid_by_reason[i] = rs->invalid_by_reason[i];
+    }
+    m->active_series = rs->active_series;
+    m->open_windows = rs->open_windows;
+    m->series_evicted = rs->series_evicted;
+    m->ring_overflows = rs->ring_overflows;
+    m->seq_resets = rs->seq_resets;
+    m->rollups = rs->rollups;
+    m->windows_partial = rs->windows_partial;
+    const struct sg_spool_stats *ss = sg_spool_stats(g->spool);
+    m->spool_batches = ss->batches;
+    m->spool_bytes = ss->bytes;
+    m->spool_dropped = ss->dropped;
+    m->spool_dead_letters = ss->dead_letters;
+    m->spool_errors = ss->errors;
+    uint64_t now = sg_now_ms();
+    m->spool_oldest_age_ms =
+        ss->oldest_created_ms && now > ss->oldest_created_ms ? now - ss->oldest_created_ms : 0;
+    if (g->inbox_open) {
+        m->inbox_depth = atomic_load(&g->inbox.depth);
+        m->inbox_bytes = atomic_load(&g->inbox.bytes);
+        m->inbox_wait_seconds = (double)atomic_load(&g->inbox.wait_us) / 1e6;
+    }
+    m->forward_inflight = sg_forward_inflight(g->fwd);
+    m->mqtt_connected = g->mqtt == MQTT_UP;
+    sg_metrics_read_process(m);
+}
+
+static int on_http(void *ctx, const char *path, struct sg_buf *body, const char **ctype)
+{
+    struct gw *g = ctx;
+    snapshot(g);
+    if (strcmp(path, "/metrics") == 0) {
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        sg_metrics_render_prometheus(&g->m, body);
+        return 200;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        bool up = g->mqtt == MQTT_UP && g->stop == RUNNING;
+        bool spool_ok = g->m.spool_errors == 0;
+        *ctype = "application/json";
+        sg_buf_printf(body,
+                      "{\"status\":\"%s\",\"mqtt\":%s,\"spool_ok\":%s,\"spool_batches\":%llu,"
+                      "\"gateway_id\":",
+                      up ? (spool_ok ? "ok" : "degraded") : "down", up ? "true" : "false",
+                      spool_ok ? "true" : "false", (unsigned long long)g->m.spool_batches);
+        sg_buf_put_json_str(body, g->cfg->gateway_id);
+        sg_buf_puts(body, "}\n");
+        return up ? 200 : 503;
+    }
+    return 404;
+}
+
+static void stats_line(struct gw *g)
+{
+    struct sg_buf line = SG_BUF_INIT;
+    snapshot(g);
+    sg_metrics_render_line(&g->m, &line);
+    sg_log(SG_LOG_INFO, "stats", "%s", line.data ? line.data : "");
+    sg_buf_free(&line);
+}
+
+/* ------------------------------------------------------------------ */
+/* MQTT                                                                */
+
+static void mqtt_connect(struct gw *g);
+
+static void on_mqtt_timer(uv_timer_t *t)
+{
+    mqtt_connect(t->data);
+}
+
+static void mqtt_retry_later(struct gw *g)
+{
+    if (g->stop != RUNNING) {
+        return;
+    }
+    g->mqtt = MQTT_WAIT_RETRY;
+    g->mqtt_failures++;
+    /* Exponential backoff with full jitter, at least min/2 so a flapping
+     * broker is not hammered. */
+    uint64_t cap = g->cfg->mqtt.reconnect_min_ms;
+    for (uint32_t i = 1; i < g->mqtt_failures && cap < g->cfg->mqtt.reconnect_max_ms; i++) {
+        cap *= 2;
+    }
+    if (cap > g->cfg->mqtt.reconnect_max_ms) {
+        cap = g->cfg->mqtt.reconnect_max_ms;
+    }
+    uint64_t lo = g->cfg->mqtt.reconnect_min_ms / 2;
+    uint64_t delay = lo + (uint64_t)((double)(cap - lo) * ((double)rand() / ((double)RAND_MAX + 1)));
+    sg_log(SG_LOG_INFO, "ingest", "reconnecting in %llu ms (attempt %u)",
+           (unsigned long long)delay, g->mqtt_failures);
+    uv_timer_start(&g->mqtt_timer, on_mqtt_timer, delay, 0);
+}
+
+static void mqtt_connect(struct gw *g)
+{
+    if (g->stop != RUNNING) {
+        return;
+    }
+    g->mqtt = MQTT_CONNECTING;
+    int rc = sg_ingest_connect(g->ingest);
+    if (rc != 0) {
+        sg_log(SG_LOG_WARN, "ingest", "connect to %s failed to start: %s", g->cfg->mqtt.uri,
+               sg_ingest_strerror(rc));
+        mqtt_retry_later(g);
+    }
+}
+
+static void begin_close(struct gw *g);
+
+static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
+{
+    const struct sg_config *c = g->cfg;
+    switch (e->type) {
+    case SG_INBOX_CONNECTED:
+        if (g->stop != RUNNING) {
+            break;
+        }
+        if (g->ever_connected) {
+            g->m.mqtt_reconnects++;
+        }
+        if (!e->arg && g->ever_connected && !c->mqtt.clean_session) {
+            g->m.mqtt_session_lost++;
+            sg_log(SG_LOG_WARN, "ingest",
+                   "broker did not keep our session; readings queued while we were away are "
+                   "lost at the broker");
+        }
+        g->ever_connected = true;
+        sg_log(SG_LOG_INFO, "ingest", "connected uri=%s client_id=%s session_present=%d", c->mqtt.uri,
+               c->mqtt.client_id, e->arg);
+        g->mqtt = MQTT_SUBSCRIBING;
+        if (sg_ingest_subscribe(g->ingest) != 0) {
+            sg_log(SG_LOG_WARN, "ingest", "subscribe failed to start; reconnecting");
+            sg_ingest_disconnect(g->ingest, 0);
+            mqtt_retry_later(g);
+        }
+        break;
+    case SG_INBOX_SUBSCRIBED:
+        if (g->stop != RUNNING) {
+            break;
+        }
+        if (e->arg != 0) {
+            sg_log(SG_LOG_ERROR, "ingest", "subscribe refused by the broker (code %d) for %zu topic(s)",
+                   e->arg, c->mqtt.ntopics);
+            sg_ingest_disconnect(g->ingest, 0);
+            mqtt_retry_later(g);
+            break;
+        }
+        g->mqtt = MQTT_UP;
+        g->mqtt_failures = 0;
+        sg_log(SG_LOG_INFO, "ingest", "subscribed topics=%zu first=%s qos=%d", c->mqtt.ntopics,
+               c->mqtt.topics[0], c->mqtt.qos);
+        break;
+    case SG_INBOX_CONNECT_FAILED:
+        if (g->stop != RUNNING) {
+            break;
+        }
+        sg_log(SG_LOG_WARN, "ingest", "cannot connect to %s: %s (code %d)", c->mqtt.uri,
+               sg_ingest_strerror(e->arg), e->arg);
+        mqtt_retry_later(g);
+        break;
+    case SG_INBOX_CONNECTION_LOST:
+        if (g->stop != RUNNING) {
+            break;
+        }
+        sg_log(SG_LOG_WARN, "ingest", "connection to %s lost", c->mqtt.uri);
+        mqtt_retry_later(g);
+        break;
+    case SG_INBOX_DISCONNECTED:
+        if (g->stop == STOP_DISCONNECTING) {
+            begin_close(g);
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_inbox(void *ctx, const struct sg_inmsg *msg)
+{
+    struct gw *g = ctx;
+    if (msg->type != SG_INBOX_MESSAGE) {
+        on_mqtt_event(g, msg);
+        return;
+    }
+    g->m.mqtt_messages++;
+    g->m.last_message_ms = msg->arrival_ms;
+    if (msg->arg == 1) {
+        g->m.decode_errors++;
+        g->m.decode_too_large++;
+        return;
+    }
+    const struct sg_reading *rd = NULL;
+    size_t n = 0;
+    int rc = sg_decode_batch(g->dec, msg->payload, msg->payload_len, msg->arrival_ms, &rd, &n);
+    if (rc != 0) {
+        g->m.decode_errors++;
+        if (rc == SG_ETOOBIG) {
+            g->m.decode_too_large++;
+        }
+        sg_log(SG_LOG_DEBUG, "decode", "dropped payload of %zu bytes on %.*s: %s",
+               msg->payload_len, (int)msg->topic_len, msg->topic, sg_strerror(rc));
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        sg_rollup_add(g->eng, &rd[i], msg->arrival_ms);
+    }
+    /* Readings past limits.max_readings_per_batch were not decoded (that
+     * would let a payload size our allocation) but each is still counted
+     * invalid, through the same verdict counter as every other reading. */
+    for (size_t k = sg_decode_excess(g->dec); k > 0; k--) {
+        sg_rollup_add(g->eng, sg_decode_excess_reading(), msg->arrival_ms);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Timers, signals, reload                                             */
+
+static void on_tick(uv_timer_t *t)
+{
+    struct gw *g = t->data;
+    sg_rollup_tick(g->eng, sg_now_ms());
+    uint64_t mono = uv_now(&g->loop);
+    if (g->cfg->stats_interval_s > 0 &&
+        mono - g->last_stats_mono >= g->cfg->stats_interval_s * 1000u) {
+        g->last_stats_mono = mono;
+        stats_line(g);
+    }
+}
+
+static void reload(struct gw *g)
+{
+    char err[4096];
+    struct sg_config *nc = NULL;
+    const char *path = g->cfg->path;
+    if (strcmp(path, "<defaults>") == 0) {
+        sg_log(SG_LOG_INFO, "config", "SIGHUP: running on embedded defaults; nothing to reload");
+        return;
+    }
+    if (sg_config_load(&nc, path, err, sizeof err) != 0) {
+        sg_log(SG_LOG_ERROR, "config", "SIGHUP: keeping the running configuration: %s", err);
+        return;
+    }
+    struct sg_config *oc = g->cfg;
+    /* Live keys are applied; the rest need a restart and are named. */
+    if (strcmp(oc->mqtt.uri, nc->mqtt.uri) != 0 || strcmp(oc->spool.dir, nc->spool.dir) != 0 ||
+        strcmp(oc->backend.url, nc->backend.url) != 0 || oc->nwindows != nc->nwindows ||
+        memcmp(oc->windows_ms, nc->windows_ms, sizeof oc->windows_ms) != 0 ||
+        strcmp(oc->metrics.listen, nc->metrics.listen) != 0 ||
+        strcmp(oc->gateway_id, nc->gateway_id) != 0) {
+        sg_log(SG_LOG_WARN, "config",
+               "SIGHUP: gateway_id, mqtt.uri, windows_ms, backend.url, spool.dir and "
+               "metrics.listen change only on restart; their new values are ignored");
+    }
+    oc->backend.max_batch_rollups = nc->backend.max_batch_rollups;
+    oc->backend.max_batch_delay_ms = nc->backend.max_batch_delay_ms;
+    oc->validation = nc->validation;
+    oc->stats_interval_s = nc->stats_interval_s;
+    oc->shutdown_timeout_ms = nc->shutdown_timeout_ms;
+    int lvl = sg_log_level_parse(nc->log_level);
+    if (lvl >= 0) {
+        sg_log_min_level = lvl;
+    }
+    sg_log_json = strcmp(nc->log_format, "json") == 0;
+    sg_config_free(nc);
+    sg_log(SG_LOG_INFO, "config", "SIGHUP: reloaded %s", path);
+}
+
+static void begin_stop(struct gw *g);
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct gw *g = s->data;
+    if (signum == SIGHUP) {
+        reload(g);
+        return;
+    }
+    if (g->stop != RUNNING) {
+        sg_log(SG_LOG_WARN, "gateway", "second signal %d: stopping without waiting for delivery",
+               signum);
+        g->stop_deadline_mono = 0;
+        return;
+    }
+    sg_log(SG_LOG_INFO, "gateway", "signal %d: stopping", signum);
+    begin_stop(g);
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdown                                                            */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct gw *g = h->data;
+    g->open_handles--;
+}
+
+static void on_inbox_closed(void *arg)
+{
+    struct gw *g = arg;
+    g->open_handles--;
+}
+
+static void on_forward_closed(void *arg)
+{
+    struct gw *g = arg;
+    g->open_handles--;
+}
+
+static void on_http_closed(void *arg)
+{
+    struct gw *g = arg;
+    g->open_handles--;
+}
+
+static void finish(struct gw *g)
+{
+    g->stop = STOP_CLOSING;
+    snapshot(g);
+    stats_line(g);
+    uv_handle_t *hs[] = {(uv_handle_t *)&g->tick_timer, (uv_handle_t *)&g->batch_timer,
+                         (uv_handle_t *)&g->mqtt_timer, (uv_handle_t *)&g->stop_timer,
+                         (uv_handle_t *)&g->sig_term,   (uv_handle_t *)&g->sig_int,
+                         (uv_handle_t *)&g->sig_hup};
+    for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
+        g->open_handles++;
+        uv_close(hs[i], on_handle_closed);
+    }
+    g->open_handles++;
+    sg_forward_close(g->fwd, on_forward_closed, g);
+    if (g->http != NULL) {
+        g->open_handles++;
+        sg_http_stop(g->http, on_http_closed, g);
+        g->http = NULL;
+    }
+}
+
+static void on_drain_check(uv_timer_t *t)
+{
+    struct gw *g = t->data;
+    bool idle = sg_forward_idle(g->fwd);
+    if (idle || uv_now(&g->loop) >= g->stop_deadline_mono) {
+        if (!idle) {
+            const struct sg_spool_stats *ss = sg_spool_stats(g->spool);
+            sg_log(SG_LOG_WARN, "gateway",
+                   "shutdown deadline: %llu batch(es) stay in the spool for the next start",
+                   (unsigned long long)ss->batches);
+        }
+        uv_timer_stop(&g->stop_timer);
+        finish(g);
+    }
+}
+
+/* Paho is gone (or never connected): drain, emit partial windows, deliver. */
+static void begin_close(struct gw *g)
+{
+    if (g->stop >= STOP_DRAINING) {
+        return;
+    }
+    g->stop = STOP_DRAINING;
+    uv_timer_stop(&g->stop_timer);
+    sg_ingest_free(g->ingest); /* joins nothing of ours; Paho stops calling us */
+    g->ingest = NULL;
+    g->open_handles++;
+    sg_inbox_close(&g->inbox, on_inbox_closed, g); /* handles what is left */
+    g->inbox_open = false;
+    sg_rollup_flush(g->eng);
+    flush_batch(g);
+    const struct sg_rollup_stats *rs = sg_rollup_stats(g->eng);
+    sg_log(SG_LOG_INFO, "gateway", "emitted %llu partial window(s); delivering",
+           (unsigned long long)rs->windows_partial);
+    uv_timer_start(&g->stop_timer, on_drain_check, 0, 50);
+}
+
+static void on_disconnect_timeout(uv_timer_t *t)
+{
+    struct gw *g = t->data;
+    sg_log(SG_LOG_WARN, "ingest", "disconnect did not finish in time; closing anyway");
+    begin_close(g);
+}
+
+static void begin_stop(struct gw *g)
+{
+    g->stop_deadline_mono = uv_now(&g->loop) + g->cfg->shutdown_timeout_ms;
+    uv_timer_stop(&g->mqtt_timer);
+    uv_timer_stop(&g->tick_timer);
+    if (g->mqtt == MQTT_UP || g->mqtt == MQTT_SUBSCRIBING || g->mqtt == MQTT_CONNECTING) {
+        g->stop = STOP_DISCONNECTING;
+        if (sg_ingest_disconnect(g->ingest, 1000) == 0) {
+            uv_timer_start(&g->stop_timer, on_disconnect_timeout, 3000, 0);
+            return;
+        }
+    }
+    g->stop = STOP_DISCONNECTING;
+    begin_close(g);
+}
+
+/* ------------------------------------------------------------------ */
+/* Start-up                                                            */
+
+/* Reads a secret from a file, strips one trailing newline. Warns when the
+ * file is readable by group or others. Never logs the content. */
+static char *read_secret(const char *path, const char *key)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        sg_log(SG_LOG_ERROR, "config", "%s: cannot open %s: %s", key, path, strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+        sg_log(SG_LOG_WARN, "config", "%s: %s is readable by group or others (mode %03o)", key,
+               path, (unsigned)(st.st_mode & 0777));
+    }
+    char buf[4096];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n < 0) {
+        sg_log(SG_LOG_ERROR, "config", "%s: cannot read %s: %s", key, path, strerror(errno));
+        return NULL;
+    }
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+    buf[n] = '\0';
+    char *s = sg_xstrdup(buf);
+    memset(buf, 0, sizeof buf);
+    return s;
+}
+
+static int write_port_file(const char *path, unsigned port)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        return -1;
+    }
+    fprintf(f, "%u\n", port);
+    if (fclose(f) != 0) {
+        return -1;
+    }
+    return rename(tmp, path);
+}
+
+static int start(struct gw *g)
+{
+    struct sg_config *c = g->cfg;
+    char err[512];
+
+    if (c->backend.token_file != NULL) {
+        g->token = read_secret(c->backend.token_file, "backend.token_file");
+        if (g->token == NULL) {
+            return -1;
+        }
+    } else if (getenv("SENSEGATE_BACKEND_TOKEN") != NULL) {
+        g->token = sg_xstrdup(getenv("SENSEGATE_BACKEND_TOKEN"));
+    }
+    if (c->mqtt.password_file != NULL) {
+        g->mqtt_password = read_secret(c->mqtt.password_file, "mqtt.password_file");
+        if (g->mqtt_password == NULL) {
+            return -1;
+        }
+    }
+
+    struct sg_spool_opts so = {
+        .dir = c->spool.dir,
+        .max_bytes = c->spool.max_bytes,
+        .max_batches = c->spool.max_batches,
+        .fsync = c->spool.fsync,
+        .now_ms = sg_now_ms(),
+    };
+    int rc = sg_spool_open(&g->spool, &so);
+    if (rc != 0) {
+        sg_log(SG_LOG_ERROR, "spool", "cannot open spool in %s: %s (%s)", c->spool.dir,
+               sg_strerror(rc), strerror(errno));
+        return -1;
+    }
+    const struct sg_spool_stats *ss = sg_spool_stats(g->spool);
+    if (ss->batches) {
+        sg_log(SG_LOG_INFO, "spool", "%llu batch(es) waiting from an earlier run",
+               (unsigned long long)ss->batches);
+    }
+
+    struct sg_decode_limits dl = {
+        .max_payload_bytes = c->limits.max_payload_bytes,
+        .max_readings_per_batch = c->limits.max_readings_per_batch,
+        .arena_bytes = 0,
+        .max_past_ms = c->validation.max_past_ms,
+        .max_future_ms = c->validation.max_future_ms,
+    };
+    if (sg_decoder_new(&g->dec, &dl) != 0) {
+        sg_log(SG_LOG_ERROR, "decode", "bad decoder limits");
+        return -1;
+    }
+
+    struct sg_rollup_opts ro = {
+        .nwindows = c->nwindows,
+        .allowed_lateness_ms = c->allowed_lateness_ms,
+        .max_series = c->limits.max_series,
+        .ring_seqs = (uint32_t)c->limits.ring_seqs,
+        .series_idle_ms = c->limits.series_idle_ms,
+        .sketch_alpha = 0.005,
+        .emit = on_rollup,
+        .emit_ctx = g,
+    };
+    memcpy(ro.windows_ms, c->windows_ms, sizeof ro.windows_ms);
+    if (sg_rollup_engine_new(&g->eng, &ro) != 0) {
+        sg_log(SG_LOG_ERROR, "rollup", "bad aggregation options");
+        return -1;
+    }
+
+    struct sg_forward_opts fo = {
+        .url = c->backend.url,
+        .token = g->token,
+        .gateway_id = c->gateway_id,
+        .ca_file = c->backend.ca_file,
+        .timeout_ms = c->backend.timeout_ms,
+        .max_inflight = (uint32_t)c->backend.max_inflight,
+        .backoff_min_ms = c->backend.backoff_min_ms,
+        .backoff_max_ms = c->backend.backoff_max_ms,
+        .retry_after_max_ms = c->backend.retry_after_max_ms,
+    };
+    if (sg_forward_new(&g->fwd, &g->loop, g->spool, &g->m, &fo) != 0) {
+        sg_log(SG_LOG_ERROR, "forward", "cannot start the forwarder for %s", c->backend.url);
+        return -1;
+    }
+
+    rc = sg_http_start(&g->http, &g->loop, c->metrics.listen, on_http, g);
+    if (rc != 0) {
+        sg_log(SG_LOG_ERROR, "http", "cannot listen on metrics.listen %s: %s", c->metrics.listen,
+               sg_strerror(rc));
+        return -1;
+    }
+    if (c->metrics.port_file != NULL &&
+        write_port_file(c->metrics.port_file, sg_http_port(g->http)) != 0) {
+        sg_log(SG_LOG_ERROR, "http", "cannot write metrics.port_file %s: %s", c->metrics.port_file,
+               strerror(errno));
+        return -1;
+    }
+
+    if (sg_inbox_init(&g->inbox, &g->loop, c->limits.inbox_bytes, 1000, on_inbox, g) != 0) {
+        return -1;
+    }
+    g->inbox_open = true;
+    struct sg_ingest_opts io = {
+        .uri = c->mqtt.uri,
+        .client_id = c->mqtt.client_id,
+        .topics = c->mqtt.topics,
+        .ntopics = c->mqtt.ntopics,
+        .qos = c->mqtt.qos,
+        .version = c->mqtt.version,
+        .clean_session = c->mqtt.clean_session,
+        .keepalive_s = c->mqtt.keepalive_s,
+        .session_expiry_s = c->mqtt.session_expiry_s,
+        .username = c->mqtt.username,
+        .password = g->mqtt_password,
+        .ca_file = c->mqtt.ca_file,
+        .cert_file = c->mqtt.cert_file,
+        .key_file = c->mqtt.key_file,
+        .max_payload_bytes = c->limits.max_payload_bytes,
+    };
+    if (sg_ingest_new(&g->ingest, &g->inbox, &io, err, sizeof err) != 0) {
+        sg_log(SG_LOG_ERROR, "ingest", "%s", err);
+        return -1;
+    }
+
+    uv_timer_t *timers[] = {&g->tick_timer, &g->batch_timer, &g->mqtt_timer, &g->stop_timer};
+    for (size_t i = 0; i < 4; i++) {
+        uv_timer_init(&g->loop, timers[i]);
+        timers[i]->data = g;
+    }
+    uv_signal_t *sigs[] = {&g->sig_term, &g->sig_int, &g->sig_hup};
+    int signums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < 3; i++) {
+        uv_signal_init(&g->loop, sigs[i]);
+        sigs[i]->data = g;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+    uv_timer_start(&g->tick_timer, on_tick, 1000, 1000);
+    g->last_stats_mono = uv_now(&g->loop);
+
+    sg_log(SG_LOG_INFO, "gateway",
+           "sensegate %s started gateway_id=%s mqtt=%s backend=%s metrics=%s:%u spool=%s",
+           SG_VERSION, c->gateway_id, c->mqtt.uri, c->backend.url, c->metrics.listen,
+           (unsigned)sg_http_port(g->http), c->spool.dir);
+    sg_forward_kick(g->fwd);
+    mqtt_connect(g);
+    return 0;
+}
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) {
+        uv_close(h, NULL);
+    }
+}
+
+int sg_gateway_run(struct sg_config *cfg)
+{
+    struct gw *g = sg_xcalloc(1, sizeof *g);
+    g->cfg = cfg;
+    int lvl = sg_log_level_parse(cfg->log_level);
+    sg_log_min_level = lvl >= 0 ? lvl : SG_LOG_INFO;
+    sg_log_json = cfg->log_format != NULL && strcmp(cfg->log_format, "json") == 0;
+    g->m.gateway_id = cfg->gateway_id;
+    g->m.start_time_ms = sg_now_ms();
+    srand((unsigned)(sg_now_ms() ^ (uint64_t)getpid()));
+    uv_loop_init(&g->loop);
+    signal(SIGPIPE, SIG_IGN);
+
+    int code = 0;
+    if (start(g) != 0) {
+        code = 1;
+        /* Partial start: close whatever got onto the loop. */
+        if (g->ingest != NULL) {
+            sg_ingest_free(g->ingest);
+            g->ingest = NULL;
+        }
+        if (g->inbox_open) {
+            sg_inbox_close(&g->inbox, NULL, NULL);
+            g->inbox_open = false;
+        }
+        if (g->fwd != NULL) {
+            sg_forward_close(g->fwd, NULL, NULL);
+        }
+        if (g->http != NULL) {
+            sg_http_stop(g->http, NULL, NULL);
+            g->http = NULL;
+        }
+        uv_walk(&g->loop, walk_close, NULL);
+    }
+    uv_run(&g->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&g->loop) != 0) {
+        sg_log(SG_LOG_ERROR, "gateway", "loop still had open handles at exit (a bug)");
+        code = code ? code : 1;
+    }
+    if (code == 0) {
+        sg_log(SG_LOG_INFO, "gateway", "stopped cleanly");
+    }
+    sg_forward_free(g->fwd);
+    sg_rollup_engine_free(g->eng);
+    sg_decoder_free(g->dec);
+    sg_spool_close(g->spool);
+    sg_buf_free(&g->body);
+    free(g->pending);
+    if (g->token != NULL) {
+        memset(g->token, 0, strlen(g->token));
+        free(g->token);
+    }
+    if (g->mqtt_password != NULL) {
+        memset(g->mqtt_password, 0, strlen(g->mqtt_password));
+        free(g->mqtt_password);
+    }
+    sg_config_free(cfg);
+    free(g);
+    return code;
+}

@@ -1,0 +1,398 @@
+"""Test harness for sensegate integration tests and the demo (stdlib only).
+
+Starts real processes -- mosquitto, sensegate-sink, sensegate and
+sensegate-sim -- on free 127.0.0.1 ports in a temporary directory, waits on
+conditions with deadlines (never fixed sleeps), and always stops what it
+started (SIGTERM, then SIGKILL after a deadline), printing each child's log
+when a test fails.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import urllib.error
+import urllib.request
+
+SKIP = 77
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_DIR = os.environ.get("SG_SOURCE_DIR", os.path.abspath(os.path.join(HERE, "..", "..")))
+BUILD_DIR = os.environ.get("SG_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+
+
+def binary(name):
+    sub = "gateway" if name == "sensegate" else "simulator"
+    path = os.path.join(BUILD_DIR, sub, name)
+    if not os.path.exists(path):
+        raise RuntimeError(f"{path} is missing: build first (make build)")
+    return path
+
+
+def find_mosquitto():
+    cand = os.environ.get("MOSQUITTO") or shutil.which("mosquitto")
+    if not cand and os.path.exists("/usr/sbin/mosquitto"):
+        cand = "/usr/sbin/mosquitto"
+    return cand
+
+
+def free_port():
+    """A port that was free a moment ago on 127.0.0.1 (callers retry on a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond, timeout, what, interval=0.02):
+    """Polls cond() until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = cond()
+            if v:
+                return v
+        except Exception as e:  # a condition may fail until the server is up
+            last_exc = e
+        if time.monotonic() >= deadline:
+            extra = f" (last error: {last_exc})" if last_exc else ""
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+def tcp_open(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+
+
+def http_get(port, path, timeout=5):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def http_post_json(port, path, obj, timeout=5):
+    data = json.dumps(obj).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def parse_metrics(text):
+    """Prometheus text → {'name{labels}': value} and {'name': value} for bare names."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        key, _, val = line.rpartition(" ")
+        try:
+            out[key] = float(val)
+        except ValueError:
+            pass
+    return out
+
+
+class Proc:
+    """A child process with its log in a file; stop() always reaps it."""
+
+    def __init__(self, name, cmd, log_path, env=None, cwd=None):
+        self.name = name
+        self.cmd = cmd
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        full_env = dict(os.environ)
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
+                                  cwd=cwd, start_new_session=True)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def send(self, sig):
+        if self.alive():
+            self.p.send_signal(sig)
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout=10.0, sig=signal.SIGTERM):
+        """SIGTERM, then SIGKILL after timeout. Returns the exit code."""
+        if self.alive():
+            self.p.send_signal(sig)
+            if self.wait(timeout) is None:
+                self.p.kill()
+                self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+    def kill9(self):
+        if self.alive():
+            self.p.kill()
+        self.p.wait()
+        self.log.close()
+        return self.p.returncode
+
+    def output(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+class Env:
+    """A test environment: temp dir, children, and teardown that always runs."""
+
+    def __init__(self, name, keep=False):
+        self.name = name
+        self.dir = tempfile.mkdtemp(prefix=f"sg-{name}-")
+        self.procs = []
+        self.keep = keep or os.environ.get("SG_KEEP_TMP") == "1"
+
+    # -- broker ---------------------------------------------------------
+    def start_broker(self, persistence=False, port=None, tag="mosquitto"):
+        mosq = find_mosquitto()
+        if not mosq:
+            print("SKIP: mosquitto not found (install it or set MOSQUITTO)")
+            sys.exit(SKIP)
+        for _attempt in range(5):
+            p = port or free_port()
+            conf = os.path.join(self.dir, f"{tag}.conf")
+            lines = [f"listener {p} 127.0.0.1", "allow_anonymous true",
+                     "max_queued_messages 1000000", "max_inflight_messages 100",
+                     "log_dest stdout", "log_type error", "log_type warning", "log_type notice"]
+            if persistence:
+                pdir = os.path.join(self.dir, f"{tag}-data")
+                os.makedirs(pdir, exist_ok=True)
+                lines += ["persistence true", f"persistence_location {pdir}/",
+                          "autosave_interval 1"]
+            with open(conf, "w") as f:
+                f.write("\n".join(lines) + "\n")
+            proc = Proc(tag, [mosq, "-c", conf], os.path.join(self.dir, f"{tag}.log"))
+            self.procs.append(proc)
+            try:
+                wait_for(lambda: (not proc.alive() and "exit") or tcp_open(p), 10,
+                         f"mosquitto on port {p}")
+            except TimeoutError:
+                pass
+            if proc.alive():
+                proc.port = p
+                return proc
+            if port:  # a fixed port (restart) that is busy: give up
+                raise RuntimeError(f"mosquitto could not start on {p}:\n{proc.output()}")
+        raise RuntimeError("mosquitto did not start on any free port")
+
+    # -- sink -----------------------------------------------------------
+    def start_sink(self, *args, tag="sink"):
+        port_file = os.path.join(self.dir, f"{tag}.port")
+        out = os.path.join(self.dir, f"{tag}-rollups.jsonl")
+        batches = os.path.join(self.dir, f"{tag}-batches.jsonl")
+        cmd = [binary("sensegate-sink"), "--listen", "127.0.0.1:0", "--port-file", port_file,
+               "--out", out, "--batches-out", batches, *args]
+        proc = Proc(tag, cmd, os.path.join(self.dir, f"{tag}.log"))
+        self.procs.append(proc)
+        wait_for(lambda: (not proc.alive() and self._died(proc)) or
+                 (os.path.exists(port_file) and open(port_file).read().strip()), 10,
+                 "sink port file")
+        proc.port = int(open(port_file).read().strip())
+        proc.out = out
+        proc.batches = batches
+        return proc
+
+    @staticmethod
+    def _died(proc):
+        raise RuntimeError(f"{proc.name} exited early:\n{proc.output()}")
+
+    def sink_stats(self, sink):
+        status, body = http_get(sink.port, "/_stats")
+        assert status == 200, body
+        return json.loads(body)
+
+    def sink_control(self, sink, **kw):
+        status, body = http_post_json(sink.port, "/_control", kw)
+        assert status == 200, (status, body)
+
+    # -- gateway --------------------------------------------------------
+    def gateway_config(self, broker_port, sink_port, tag="gateway", **over):
+        """Writes a YAML config; keyword overrides use __ for nesting (backend__url=...)."""
+        cfg = {
+            "gateway_id": "gw-test-001",
+            "mqtt": {"uri": f"tcp://127.0.0.1:{broker_port}",
+                     "client_id": f"sensegate-{tag}-{os.getpid()}",
+                     "topics": ["sensors/#"], "qos": 1},
+            "windows_ms": [10000],
+            "allowed_lateness_ms": 2000,
+            "backend": {"url": f"http://127.0.0.1:{sink_port}", "max_batch_rollups": 500,
+                        "max_batch_delay_ms": 200, "backoff_min_ms": 100,
+                        "backoff_max_ms": 2000},
+            "spool": {"dir": os.path.join(self.dir, f"{tag}-spool")},
+            "metrics": {"listen": "127.0.0.1:0",
+                        "port_file": os.path.join(self.dir, f"{tag}.metrics-port")},
+            "stats_interval_s": 2,
+            "shutdown_timeout_ms": 15000,
+        }
+        for k, v in over.items():
+            node = cfg
+            parts = k.split("__")
+            for p in parts[:-1]:
+                node = node.setdefault(p, {})
+            node[parts[-1]] = v
+        path = os.path.join(self.dir, f"{tag}.yaml")
+        with open(path, "w") as f:
+            f.write(to_yaml(cfg))
+        return path
+
+    def start_gateway(self, config, tag="gateway", wait_healthy=True, env=None):
+        port_file = os.path.join(self.dir, f"{tag}.metrics-port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
+        proc = Proc(tag, [binary("sensegate"), "--config", config],
+                    os.path.join(self.dir, f"{tag}.log"), env=env)
+        self.procs.append(proc)
+        wait_for(lambda: (not proc.alive() and self._died(proc)) or
+                 (os.path.exists(port_file) and open(port_file).read().strip()), 15,
+                 "gateway metrics port file")
+        proc.metrics_port = int(open(port_file).read().strip())
+        if wait_healthy:
+            self.wait_healthy(proc)
+        return proc
+
+    def wait_healthy(self, gw, timeout=20):
+        wait_for(lambda: (not gw.alive() and self._died(gw)) or
+                 http_get(gw.metrics_port, "/healthz")[0] == 200, timeout,
+                 "gateway /healthz 200 (connected and subscribed)")
+
+    def metrics(self, gw):
+        status, body = http_get(gw.metrics_port, "/metrics")
+        assert status == 200, body
+        return parse_metrics(body)
+
+    # -- simulator ------------------------------------------------------
+    def run_sim(self, broker_port, *args, tag="sim", timeout=300):
+        truth = os.path.join(self.dir, f"{tag}-truth.jsonl")
+        cmd = [binary("sensegate-sim"), "--uri", f"tcp://127.0.0.1:{broker_port}",
+               "--truth", truth, "--client-id", f"sensegate-{tag}-{os.getpid()}", *args]
+        log = os.path.join(self.dir, f"{tag}.log")
+        with open(log, "wb") as lf:
+            r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=lf, timeout=timeout)
+        out = r.stdout.decode()
+        with open(log, "ab") as lf:
+            lf.write(r.stdout)
+        if r.returncode != 0:
+            raise RuntimeError(f"sensegate-sim failed ({r.returncode}):\n{out}\n"
+                               f"{open(log).read()}")
+        with open(truth) as f:
+            summary = json.loads(f.readline())
+        summary["truth"] = truth
+        summary["stdout"] = out
+        return summary
+
+    def verify(self, truth, received):
+        r = subprocess.run([binary("sensegate-sink"), "verify", "--truth", truth,
+                            "--received", received], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=300)
+        return r.returncode, r.stdout.decode()
+
+    # -- teardown -------------------------------------------------------
+    def close(self, failed=False):
+        for p in reversed(self.procs):
+            try:
+                p.stop(timeout=10)
+            except Exception:
+                pass
+        if failed:
+            for p in self.procs:
+                print(f"----- log of {p.name} ({p.log_path}) -----")
+                print(p.output()[-8000:])
+        if not self.keep and not failed:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        elif failed:
+            print(f"(temp dir kept: {self.dir})")
+
+
+def to_yaml(obj, indent=0):
+    """A tiny YAML writer for our config dicts (strings quoted, lists flow-style)."""
+    pad = "  " * indent
+    out = []
+    for k, v in obj.items():
+        if isinstance(v, dict):
+            out.append(f"{pad}{k}:")
+            out.append(to_yaml(v, indent + 1))
+        else:
+            out.append(f"{pad}{k}: {yaml_scalar(v)}")
+    return "\n".join(out) + ("\n" if indent == 0 else "")
+
+
+def yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(yaml_scalar(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def check_identity(summary, m):
+    """The accounting identity: every reading the simulator sent in a
+    well-formed payload got exactly one verdict, and matches ground truth."""
+    got = {r: int(m.get(f'sensegate_readings_total{{result="{r}"}}', -1))
+           for r in ("accepted", "duplicate", "late", "invalid")}
+    exp = summary["expected"]
+    problems = []
+    if sum(got.values()) != summary["readings_sent"]:
+        problems.append(f"verdicts {got} sum to {sum(got.values())}, "
+                        f"simulator sent {summary['readings_sent']}")
+    for r in got:
+        if got[r] != exp[r]:
+            problems.append(f"{r}: gateway {got[r]}, ground truth {exp[r]}")
+    dec = int(m.get("sensegate_decode_errors_total", -1))
+    if dec != summary["malformed_payloads"]:
+        problems.append(f"decode errors {dec}, malformed payloads sent "
+                        f"{summary['malformed_payloads']}")
+    return got, problems
+
+
+class Runner:
+    """Runs test functions, prints 'N passed, N failed', exits non-zero on failure."""
+
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def run(self, fn):
+        name = fn.__name__
+        t0 = time.monotonic()
+        try:
+            fn()
+            self.passed += 1
+            print(f"PASS {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+        except SystemExit:
+            raise
+        except BaseException:
+            self.failed += 1
+            print(f"FAIL {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+            traceback.print_exc()
+
+    def finish(self):
+        print(f"{self.passed} passed, {self.failed} failed", flush=True)
+        sys.exit(1 if self.failed else 0)
