@@ -237,7 +237,7 @@ static const struct rule rules[] = {
     {"limits.max_readings_per_batch", 1, 1000000, 10000, NULL, NULL},
     {"limits.max_series", 1, 100000000, 200000, NULL, NULL},
     {"limits.series_idle_ms", 1000, YEAR_MS, 900000, NULL, NULL},
-    {"limits.ring_seqs", 64, 1048576, 1024, NULL, NULL},
+    {"limits.ring_seqs", 64, 65536, 1024, NULL, NULL},
     {"limits.inbox_bytes", 65536, UINT64_C(4294967296), 33554432, NULL, NULL},
     {"backend.url", 1, 2048, 0, "http://127.0.0.1:8080", NULL},
     {"backend.token_file", 0, 4096, 0, NULL, NULL},
@@ -1420,7 +1420,7 @@ static int check_all(const struct sg_config *c, struct errs *e)
 
     uint64_t rs = c->limits.ring_seqs;
     if (rs != 0 && (rs & (rs - 1)) != 0) {
-        errs_key(e, KEYS("limits.ring_seqs"), "must be a power of two in 64..1048576 (got %llu)",
+        errs_key(e, KEYS("limits.ring_seqs"), "must be a power of two in 64..65536 (got %llu)",
                  (unsigned long long)rs);
     }
     if (c->limits.inbox_bytes < c->limits.max_payload_bytes) {

@@ -88,6 +88,13 @@ void sg_rollup_engine_free(struct sg_rollup_engine *e);
 enum sg_verdict sg_rollup_add(struct sg_rollup_engine *e, const struct sg_reading *r,
                               uint64_t now_ms);
 
+/* Same as calling sg_rollup_add() on r[0..n) in order, but overlaps the
+ * memory latency of the series lookups (prefetching), which matters with many
+ * series. verdicts may be NULL; otherwise verdicts[i] gets r[i]'s verdict.
+ * Returns the number of readings accepted. */
+size_t sg_rollup_add_batch(struct sg_rollup_engine *e, const struct sg_reading *r, size_t n,
+                           uint64_t now_ms, enum sg_verdict *verdicts);
+
 /* Gateway-clock close: emits every window with end + lateness <= now_ms, and
  * evicts idle series. Call about once a second. */
 void sg_rollup_tick(struct sg_rollup_engine *e, uint64_t now_ms);

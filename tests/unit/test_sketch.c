@@ -1,0 +1,403 @@
+/*
+ * sketch: quantiles within 1 % of the exact element at rank
+ * floor(q * (count - 1)) of the sorted values (computed here by sorting), on
+ * seeded random data: positives, negatives, zeros, ties, wide ranges, huge
+ * and denormal magnitudes, tiny counts; the memory bound (collapse) and the
+ * reuse of capacity after reset.
+ */
+#include "common.h"
+#include "sketch.h"
+
+#include <CUnit/Basic.h>
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng_state;
+
+static uint64_t rng_next(void)
+{
+    /* xorshift64* */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545f4914f6cdd1dULL;
+}
+
+static double rng_unit(void)
+{
+    return (double)(rng_next() >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static double rng_normal(void)
+{
+    double u1 = rng_unit();
+    double u2 = rng_unit();
+    if (u1 < 1e-300) {
+        u1 = 1e-300;
+    }
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static const double qs[] = {0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0};
+#define NQS (sizeof qs / sizeof qs[0])
+
+/* Largest relative error of the sketch over qs against the sorted values;
+ * an exact 0 must come out as exactly 0 (reported as error 1 otherwise). */
+static double max_rel_error(const struct sg_sketch *s, double *vals, size_t n)
+{
+    qsort(vals, n, sizeof(double), cmp_double);
+    double worst = 0.0;
+    for (size_t i = 0; i < NQS; i++) {
+        size_t rank = (size_t)floor(qs[i] * (double)(n - 1));
+        double exact = vals[rank];
+        double got = sg_sketch_quantile(s, qs[i]);
+        double err;
+        if (exact == 0.0) {
+            err = got == 0.0 ? 0.0 : 1.0;
+        } else {
+            err = fabs(got - exact) / fabs(exact);
+        }
+        if (!(err <= worst)) {
+            worst = err; /* also catches NaN */
+        }
+    }
+    return worst;
+}
+
+static struct sg_sketch_params params;
+
+static int suite_init(void)
+{
+    return sg_sketch_params_init(&params, SG_SKETCH_DEFAULT_ALPHA, 0);
+}
+
+typedef double (*gen_fn)(void);
+
+static double gen_uniform(void)
+{
+    return 10.0 + 30.0 * rng_unit();
+}
+static double gen_normal_neg(void)
+{
+    return rng_normal() * 50.0 - 10.0;
+}
+static double gen_with_zeros(void)
+{
+    double u = rng_unit();
+    if (u < 0.3) {
+        return 0.0;
+    }
+    if (u < 0.35) {
+        return -0.0;
+    }
+    return rng_normal() * 3.0;
+}
+static double gen_log_wide(void)
+{
+    /* 12 decades, both signs. */
+    double m = pow(10.0, -6.0 + 12.0 * rng_unit());
+    return rng_unit() < 0.3 ? -m : m;
+}
+static double gen_huge(void)
+{
+    double m = pow(10.0, 299.0 + 9.0 * rng_unit() * 0.99); /* up to ~1e307.9 */
+    return rng_unit() < 0.5 ? -m : m;
+}
+static double gen_denormal(void)
+{
+    /* Subnormal: multiples of the smallest one up to 2^30 of them. */
+    return ldexp((double)(1 + (rng_next() % (1u << 30))), -1074);
+}
+static double gen_ties(void)
+{
+    static const double levels[] = {-3.5, 0.0, 1.25, 1.25, 7.0, 1000.0};
+    return levels[rng_next() % 6];
+}
+static double gen_integers(void)
+{
+    return (double)(int)(rng_next() % 21) - 5.0; /* -5..15 with many ties */
+}
+
+static void check_dist(gen_fn gen, size_t n, uint64_t seed, double tol)
+{
+    rng_state = seed;
+    double *vals = malloc(n * sizeof(double));
+    struct sg_sketch s;
+    sg_sketch_init(&s, &params);
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = gen();
+        CU_ASSERT_EQUAL_FATAL(sg_sketch_add(&s, vals[i]), 0);
+    }
+    CU_ASSERT_EQUAL(sg_sketch_count(&s), n);
+    double err = max_rel_error(&s, vals, n);
+    CU_ASSERT(err <= tol);
+    if (!(err <= tol)) {
+        fprintf(stderr, "\n  seed %llu n %zu: max relative error %g > %g\n",
+                (unsigned long long)seed, n, err, tol);
+    }
+    CU_ASSERT_EQUAL(s.min, vals[0]);
+    CU_ASSERT_EQUAL(s.max, vals[n - 1]);
+    sg_sketch_destroy(&s);
+    free(vals);
+}
+
+/* Normal magnitudes: the sketch's own alpha (plus rounding slack) holds. */
+#define TOL_ALPHA (SG_SKETCH_DEFAULT_ALPHA * (1.0 + 1e-9))
+
+static void test_random_distributions(void)
+{
+    static const size_t sizes[] = {1, 2, 3, 4, 5, 10, 101, 1000, 20000};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        for (uint64_t seed = 1; seed <= 5; seed++) {
+            size_t n = sizes[si];
+            check_dist(gen_uniform, n, seed * 7919u, TOL_ALPHA);
+            check_dist(gen_normal_neg, n, seed * 104729u, TOL_ALPHA);
+            check_dist(gen_with_zeros, n, seed * 1299709u, TOL_ALPHA);
+            check_dist(gen_log_wide, n, seed * 15485863u, TOL_ALPHA);
+            check_dist(gen_huge, n, seed * 32452843u, TOL_ALPHA);
+            check_dist(gen_ties, n, seed * 49979687u, TOL_ALPHA);
+            check_dist(gen_integers, n, seed * 67867967u, TOL_ALPHA);
+            /* Subnormals have few significant bits: the 1 % contract bound. */
+            check_dist(gen_denormal, n, seed * 86028121u, 0.01);
+        }
+    }
+}
+
+static void test_small_counts_exact_rank(void)
+{
+    /* Two and three values far apart: the rank convention picks the lower
+     * element for q*(n-1) < 1, so p50 of {1, 100} is 1, of {1, 50, 100} is 50. */
+    struct sg_sketch s;
+    sg_sketch_init(&s, &params);
+    sg_sketch_add(&s, 100.0);
+    sg_sketch_add(&s, 1.0);
+    CU_ASSERT(fabs(sg_sketch_quantile(&s, 0.5) - 1.0) <= 0.01);
+    CU_ASSERT(fabs(sg_sketch_quantile(&s, 0.99) - 1.0) <= 0.01);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 1.0), 100.0);
+    sg_sketch_add(&s, 50.0);
+    CU_ASSERT(fabs(sg_sketch_quantile(&s, 0.5) - 50.0) <= 0.5);
+    CU_ASSERT(fabs(sg_sketch_quantile(&s, 0.95) - 50.0) <= 0.5);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 0.0), 1.0);
+    sg_sketch_reset(&s);
+    /* One value: min/max clamping makes every quantile exact. */
+    sg_sketch_add(&s, -273.15);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 0.0), -273.15);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 0.5), -273.15);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 0.99), -273.15);
+    sg_sketch_destroy(&s);
+}
+
+static void test_extremes_full_range(void)
+{
+    /* Zero, subnormals, DBL_MAX and both signs in one sketch: with enough
+     * bins nothing collapses and every quantile stays within 1 %. */
+    struct sg_sketch_params wide;
+    CU_ASSERT_EQUAL_FATAL(sg_sketch_params_init(&wide, 0.005, 1u << 18), 0);
+    double fixed[] = {0.0,
+                      -0.0,
+                      4.9406564584124654e-324,
+                      -4.9406564584124654e-324,
+                      DBL_MIN,
+                      DBL_MAX,
+                      -DBL_MAX,
+                      1e300,
+                      -1e300,
+                      1e-300,
+                      1.0,
+                      -1.0};
+    size_t n = 3000;
+    double *vals = malloc(n * sizeof(double));
+    struct sg_sketch s;
+    sg_sketch_init(&s, &wide);
+    rng_state = 99;
+    for (size_t i = 0; i < n; i++) {
+        double v;
+        if (i < sizeof fixed / sizeof fixed[0]) {
+            v = fixed[i];
+        } else {
+            double e = -307.0 + 615.0 * rng_unit();
+            v = pow(10.0, e);
+            if (rng_unit() < 0.5) {
+                v = -v;
+            }
+        }
+        vals[i] = v;
+        CU_ASSERT_EQUAL(sg_sketch_add(&s, v), 0);
+    }
+    double err = max_rel_error(&s, vals, n);
+    CU_ASSERT(err <= 0.01);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 1.0), DBL_MAX);
+    CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 0.0), -DBL_MAX);
+    CU_ASSERT(isfinite(sg_sketch_quantile(&s, 0.999)));
+    sg_sketch_destroy(&s);
+    free(vals);
+}
+
+static void test_non_finite_rejected(void)
+{
+    struct sg_sketch s;
+    sg_sketch_init(&s, &params);
+    CU_ASSERT(isnan(sg_sketch_quantile(&s, 0.5)));
+    CU_ASSERT_EQUAL(sg_sketch_add(&s, NAN), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_add(&s, INFINITY), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_add(&s, -INFINITY), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_count(&s), 0);
+    CU_ASSERT_EQUAL(sg_sketch_memory_bytes(&s), 0);
+    sg_sketch_destroy(&s);
+
+    struct sg_sketch_params p;
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, 0.0, 0), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, -0.1, 0), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, 0.5, 0), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, NAN, 0), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, 0.01, 1), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, 0.01, 2), 0);
+}
+
+static void test_memory_bound_collapse(void)
+{
+    /* 1024 bins per store against 20 decades (about 4600 buckets): the
+     * lowest values collapse, the high quantiles keep their accuracy. */
+    struct sg_sketch_params small;
+    CU_ASSERT_EQUAL_FATAL(sg_sketch_params_init(&small, 0.005, 1024), 0);
+    size_t n = 50000;
+    double *pos = malloc(n * sizeof(double));
+    double *neg = malloc(n * sizeof(double));
+    struct sg_sketch sp;
+    struct sg_sketch sn;
+    sg_sketch_init(&sp, &small);
+    sg_sketch_init(&sn, &small);
+    rng_state = 4242;
+    for (size_t i = 0; i < n; i++) {
+        pos[i] = pow(10.0, -10.0 + 20.0 * rng_unit());
+        neg[i] = -pow(10.0, -10.0 + 20.0 * rng_unit());
+        sg_sketch_add(&sp, pos[i]);
+        sg_sketch_add(&sn, neg[i]);
+    }
+    CU_ASSERT(sp.pos.nbins <= 1024);
+    CU_ASSERT(sn.neg.nbins <= 1024);
+    CU_ASSERT(sp.pos.nbins >= 1000);
+    CU_ASSERT(sg_sketch_memory_bytes(&sp) <= 1024 * (sizeof(int32_t) + sizeof(uint64_t)));
+    CU_ASSERT_EQUAL(sg_sketch_count(&sp), n);
+    uint64_t total = sp.zero_count;
+    for (uint32_t i = 0; i < sp.pos.nbins; i++) {
+        total += sp.pos.cnt[i];
+        if (i > 0) {
+            CU_ASSERT(sp.pos.idx[i - 1] < sp.pos.idx[i]);
+        }
+    }
+    CU_ASSERT_EQUAL(total, n);
+    total = 0;
+    for (uint32_t i = 0; i < sn.neg.nbins; i++) {
+        total += sn.neg.cnt[i];
+        if (i > 0) {
+            CU_ASSERT(sn.neg.idx[i - 1] < sn.neg.idx[i]);
+        }
+    }
+    CU_ASSERT_EQUAL(total, n);
+
+    qsort(pos, n, sizeof(double), cmp_double);
+    qsort(neg, n, sizeof(double), cmp_double);
+    static const double high[] = {0.95, 0.99, 0.999, 1.0};
+    for (size_t i = 0; i < 4; i++) {
+        size_t rank = (size_t)floor(high[i] * (double)(n - 1));
+        double gp = sg_sketch_quantile(&sp, high[i]);
+        double gn = sg_sketch_quantile(&sn, high[i]);
+        CU_ASSERT(fabs(gp - pos[rank]) <= 0.01 * fabs(pos[rank]));
+        CU_ASSERT(fabs(gn - neg[rank]) <= 0.01 * fabs(neg[rank]));
+    }
+    /* The low end is collapsed upwards: still ordered and clamped to min. */
+    CU_ASSERT(sg_sketch_quantile(&sp, 0.0) >= pos[0]);
+    CU_ASSERT(sg_sketch_quantile(&sp, 0.01) <= sg_sketch_quantile(&sp, 0.5));
+    sg_sketch_destroy(&sp);
+    sg_sketch_destroy(&sn);
+    CU_ASSERT_EQUAL(small.bytes, 0);
+    free(pos);
+    free(neg);
+}
+
+static void test_reset_keeps_capacity(void)
+{
+    struct sg_sketch_params p;
+    CU_ASSERT_EQUAL_FATAL(sg_sketch_params_init(&p, 0.005, 0), 0);
+    struct sg_sketch s;
+    sg_sketch_init(&s, &p);
+    size_t n = 2000;
+    double *vals = malloc(n * sizeof(double));
+    for (int round = 0; round < 3; round++) {
+        rng_state = 77; /* same values each round */
+        for (size_t i = 0; i < n; i++) {
+            vals[i] = gen_normal_neg();
+            sg_sketch_add(&s, vals[i]);
+        }
+        size_t bytes = p.bytes;
+        CU_ASSERT(bytes > 0);
+        CU_ASSERT_EQUAL(bytes, sg_sketch_memory_bytes(&s));
+        CU_ASSERT(max_rel_error(&s, vals, n) <= TOL_ALPHA);
+        sg_sketch_reset(&s);
+        CU_ASSERT_EQUAL(sg_sketch_count(&s), 0);
+        CU_ASSERT(isnan(sg_sketch_quantile(&s, 0.5)));
+        CU_ASSERT_EQUAL(p.bytes, bytes); /* capacity kept, nothing freed */
+        if (round > 0) {
+            /* Refilling with the same values did not need to grow. */
+            CU_ASSERT_EQUAL(sg_sketch_memory_bytes(&s), bytes);
+        }
+    }
+    sg_sketch_destroy(&s);
+    CU_ASSERT_EQUAL(p.bytes, 0);
+    sg_sketch_destroy(NULL);
+    free(vals);
+}
+
+static void test_key_shared_between_sketches(void)
+{
+    struct sg_sketch a;
+    struct sg_sketch b;
+    sg_sketch_init(&a, &params);
+    sg_sketch_init(&b, &params);
+    rng_state = 5;
+    for (int i = 0; i < 500; i++) {
+        double x = gen_log_wide();
+        struct sg_sketch_key k = sg_sketch_key_of(&params, x);
+        sg_sketch_add_key(&a, k, x);
+        CU_ASSERT_EQUAL(sg_sketch_add(&b, x), 0);
+    }
+    for (size_t i = 0; i < NQS; i++) {
+        CU_ASSERT_EQUAL(sg_sketch_quantile(&a, qs[i]), sg_sketch_quantile(&b, qs[i]));
+    }
+    sg_sketch_destroy(&a);
+    sg_sketch_destroy(&b);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS) {
+        return 1;
+    }
+    CU_pSuite s1 = CU_add_suite("quantiles_random", suite_init, NULL);
+    CU_add_test(s1, "distributions_and_sizes", test_random_distributions);
+    CU_pSuite s2 = CU_add_suite("rank_convention", suite_init, NULL);
+    CU_add_test(s2, "small_counts", test_small_counts_exact_rank);
+    CU_pSuite s3 = CU_add_suite("extremes", suite_init, NULL);
+    CU_add_test(s3, "full_double_range", test_extremes_full_range);
+    CU_add_test(s3, "non_finite_and_params", test_non_finite_rejected);
+    CU_pSuite s4 = CU_add_suite("memory", suite_init, NULL);
+    CU_add_test(s4, "bound_collapses_lowest", test_memory_bound_collapse);
+    CU_add_test(s4, "reset_keeps_capacity", test_reset_keeps_capacity);
+    CU_pSuite s5 = CU_add_suite("shared_key", suite_init, NULL);
+    CU_add_test(s5, "key_of_equals_add", test_key_shared_between_sketches);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int failed = CU_get_number_of_failures() != 0;
+    CU_cleanup_registry();
+    return failed;
+}
