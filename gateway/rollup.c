@@ -105,6 +105,7 @@ struct sg_rollup_engine {
     struct sg_sketch_params sk;
     struct pool pools[2]; /* [0]: one channel, [1]: three channels */
     struct sg_rollup_stats stats;
+    bool replaying; /* journal replay: late readings were counted before the crash */
 };
 
 static inline uint32_t kind_nchan(uint8_t kind)
@@ -479,6 +480,18 @@ static inline void window_add(struct window *w, uint32_t nchan, const struct sg_
 
 /* The verdict of a reading that passed the checks of precheck(); hash is
  * sg_series_hash() of its key. */
+/* A new series starts with the gateway-clock watermark of now_ms. */
+static void series_init(struct sg_rollup_engine *e, struct series_state *ss, uint64_t now_ms)
+{
+    e->stats.active_series++;
+    for (size_t i = 0; i < e->opts.nwindows; i++) {
+        ss->w[i].head = NONE;
+        ss->w[i].hint = NONE;
+        ss->w[i].closed_before_ms =
+            watermark(now_ms, e->opts.allowed_lateness_ms, e->opts.windows_ms[i]);
+    }
+}
+
 static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_reading *r,
                                    uint64_t hash, uint64_t now_ms)
 {
@@ -496,12 +509,7 @@ static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_r
     size_t nw = e->opts.nwindows;
     uint64_t lateness = e->opts.allowed_lateness_ms;
     if (created) {
-        e->stats.active_series++;
-        for (size_t i = 0; i < nw; i++) {
-            ss->w[i].head = NONE;
-            ss->w[i].hint = NONE;
-            ss->w[i].closed_before_ms = watermark(now_ms, lateness, e->opts.windows_ms[i]);
-        }
+        series_init(e, ss, now_ms);
     }
     s->last_active_ms = now_ms;
 
@@ -526,11 +534,20 @@ static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_r
         }
         start[i] = ts - ts % width_ms;
         if (sat_add(start[i], width_ms) <= ws->closed_before_ms) {
-            ws->late_pending++;
+            if (!e->replaying) {
+                ws->late_pending++;
+            }
             late = true;
         }
     }
     if (late) {
+        if (e->replaying) {
+            /* Its window was already emitted and spooled before the
+             * restart, or it was late then too: it was counted by the
+             * process that first received it. */
+            e->stats.replay_skipped++;
+            return SG_VERDICT_LATE;
+        }
         return finish(e, SG_VERDICT_LATE);
     }
 
@@ -696,4 +713,40 @@ void sg_rollup_flush(struct sg_rollup_engine *e)
             close_windows(e, s, ss, i, true);
         }
     }
+}
+
+int sg_rollup_restore(struct sg_rollup_engine *e, const char *sensor_id, size_t id_len,
+                      uint8_t kind, uint64_t window_ms, uint64_t closed_before_ms, uint64_t now_ms)
+{
+    if (id_len == 0 || id_len > SG_SENSOR_ID_MAX || kind < 1 || kind > SG_KIND_MAX) {
+        return SG_EINVAL;
+    }
+    size_t i = 0;
+    while (i < e->opts.nwindows && e->opts.windows_ms[i] != window_ms) {
+        i++;
+    }
+    if (i == e->opts.nwindows) {
+        return SG_ENOTFOUND; /* a width no longer configured */
+    }
+    struct sg_series *s = NULL;
+    bool created = false;
+    int rc = sg_series_find_or_add(e->series, sensor_id, id_len, kind,
+                                   sg_series_hash(sensor_id, id_len, kind), now_ms, &s, &created);
+    if (rc != 0) {
+        return rc;
+    }
+    struct series_state *ss = sg_series_payload(s);
+    if (created) {
+        series_init(e, ss, now_ms);
+        s->last_active_ms = now_ms;
+    }
+    if (closed_before_ms > ss->w[i].closed_before_ms) {
+        ss->w[i].closed_before_ms = closed_before_ms;
+    }
+    return 0;
+}
+
+void sg_rollup_set_replay(struct sg_rollup_engine *e, bool replaying)
+{
+    e->replaying = replaying;
 }

@@ -72,6 +72,7 @@ struct sg_rollup_stats {
     uint64_t series_evicted;                 /* idle series removed */
     uint64_t ring_overflows;                 /* seq older than the dedup ring: accepted unchecked */
     uint64_t seq_resets;                     /* seq jumped by more than 2^16: ring restarted */
+    uint64_t replay_skipped;                 /* journal replay: readings of emitted windows */
 };
 
 struct sg_rollup_engine;
@@ -104,6 +105,20 @@ void sg_rollup_flush(struct sg_rollup_engine *e);
 
 /* Counters and gauges; the pointer stays valid for the engine's life. */
 const struct sg_rollup_stats *sg_rollup_stats(const struct sg_rollup_engine *e);
+
+/* Crash recovery (docs/DURABILITY.md). Before the journal is replayed, the
+ * gateway restores, per series and width, the end of the newest window
+ * whose rollups reached the spool: windows ending at or before
+ * closed_before_ms count as closed. Creates the series if needed (with the
+ * gateway-clock watermark of now_ms). Returns 0, SG_EINVAL, SG_ENOTFOUND
+ * (window_ms is not configured any more: ignore) or SG_EFULL (max_series). */
+int sg_rollup_restore(struct sg_rollup_engine *e, const char *sensor_id, size_t id_len,
+                      uint8_t kind, uint64_t window_ms, uint64_t closed_before_ms, uint64_t now_ms);
+
+/* While replaying, a reading for a closed window is skipped without a
+ * verdict (it was counted by the run that first received it; see
+ * stats.replay_skipped); every other reading is handled as usual. */
+void sg_rollup_set_replay(struct sg_rollup_engine *e, bool replaying);
 
 /* Bytes of memory the engine holds now (tables, windows, sketches). */
 size_t sg_rollup_memory_bytes(const struct sg_rollup_engine *e);

@@ -1142,6 +1142,42 @@ static void test_property_random_stream(void)
     sg_rollup_engine_free(e);
 }
 
+/* Crash recovery: a restored mark closes the windows that reached the spool
+ * before the crash; replaying the journal then rebuilds only the rest, and
+ * skips (without a verdict) readings of windows already emitted. */
+static void test_restore_and_replay(void)
+{
+    struct sg_rollup_opts o = base_opts();
+    o.windows_ms[1] = 2000;
+    o.nwindows = 2;
+    struct sg_rollup_engine *e = engine(&o);
+    CU_ASSERT_EQUAL(sg_rollup_restore(e, "s", 1, SG_KIND_TEMPERATURE_C, 1000, T0 + 1000, T0), 0);
+    CU_ASSERT_EQUAL(sg_rollup_restore(e, "s", 1, SG_KIND_TEMPERATURE_C, 2000, T0, T0), 0);
+    CU_ASSERT_EQUAL(sg_rollup_restore(e, "s", 1, SG_KIND_TEMPERATURE_C, 5000, T0, T0),
+                    SG_ENOTFOUND);
+    CU_ASSERT_EQUAL(sg_rollup_restore(e, "", 0, SG_KIND_TEMPERATURE_C, 1000, T0, T0), SG_EINVAL);
+    sg_rollup_set_replay(e, true);
+    /* Window [T0, T0+1000) of width 1000 reached the spool: skipped. */
+    CU_ASSERT_EQUAL(add(e, "s", T0 + 10, 1, 1.0, T0), SG_VERDICT_LATE);
+    CU_ASSERT_EQUAL(add(e, "s", T0 + 1100, 2, 2.0, T0), SG_VERDICT_ACCEPTED);
+    const struct sg_rollup_stats *st = sg_rollup_stats(e);
+    CU_ASSERT_EQUAL(st->replay_skipped, 1);
+    CU_ASSERT_EQUAL(st->verdicts[SG_VERDICT_LATE], 0);
+    CU_ASSERT_EQUAL(st->verdicts[SG_VERDICT_ACCEPTED], 1);
+    sg_rollup_set_replay(e, false);
+    /* After replay a late reading counts again, and goes into `late`. */
+    CU_ASSERT_EQUAL(add(e, "s", T0 + 20, 3, 3.0, T0), SG_VERDICT_LATE);
+    CU_ASSERT_EQUAL(st->verdicts[SG_VERDICT_LATE], 1);
+    sg_rollup_flush(e);
+    CU_ASSERT_EQUAL_FATAL(col.n, 2);
+    CU_ASSERT_EQUAL(col.r[0].window_start_ms, T0 + 1000);
+    CU_ASSERT_EQUAL(col.r[0].count, 1);
+    CU_ASSERT_EQUAL(col.r[0].late, 1);
+    CU_ASSERT_EQUAL(col.r[1].window_ms, 2000);
+    CU_ASSERT_EQUAL(col.r[1].count, 1);
+    sg_rollup_engine_free(e);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) {
@@ -1155,6 +1191,7 @@ int main(void)
     CU_add_test(s, "ring_overflow_and_seq_reset", test_ring_overflow_and_reset);
     s = CU_add_suite("late", NULL, NULL);
     CU_add_test(s, "late_and_duplicate_after_close", test_late);
+    CU_add_test(s, "restore_marks_and_replay", test_restore_and_replay);
     s = CU_add_suite("stats", NULL, NULL);
     CU_add_test(s, "gaps_across_wrap_faulty_last_tie", test_gaps_wrap_faulty_last);
     CU_add_test(s, "invalid_reasons_and_accel_channels", test_invalid_and_accel);
