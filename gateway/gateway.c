@@ -19,6 +19,7 @@
 #include "http.h"
 #include "inbox.h"
 #include "ingest.h"
+#include "journal.h"
 #include "log.h"
 #include "metrics.h"
 #include "rollup.h"
@@ -47,6 +48,7 @@ struct gw {
     struct sg_decoder *dec;
     struct sg_rollup_engine *eng;
     struct sg_spool *spool;
+    struct sg_journal *journal;
     struct sg_forward *fwd;
     struct sg_http *http;
     char *token;
@@ -59,10 +61,15 @@ struct gw {
     uv_signal_t sig_term, sig_int, sig_hup;
     int open_handles;          /* handles still to be closed at shutdown */
 
-    /* Rollups waiting to form a batch. */
+    /* Rollups waiting to form a batch, and the spool marks of their windows. */
     struct sg_rollup *pending;
     size_t npending, cap_pending;
+    struct sg_spool_mark *marks;
     struct sg_buf body;
+    bool push_failed;          /* a batch could not be spooled since the last trim */
+    uint64_t replay_clock_ms;  /* replay: arrival time of the last emulated tick */
+    bool replaying;            /* replay: records are not new MQTT messages */
+    uint64_t last_trim_mono;
 
     enum mqtt_state mqtt;
     uint32_t mqtt_failures;
@@ -92,11 +99,26 @@ static void flush_batch(struct gw *g)
      * so a backend that fingerprints Idempotency-Key bodies accepts it. */
     int rc = sg_encode_batch(&g->body, (int)c->backend.content_type, c->gateway_id, batch_id,
                              now, g->pending, g->npending);
+    /* One mark per window (its first channel): committed with the batch,
+     * so a journal replay after a crash skips exactly these windows. */
+    size_t nmarks = 0;
+    for (size_t i = 0; i < g->npending; i++) {
+        const struct sg_rollup *r = &g->pending[i];
+        if (r->channel == 0) {
+            g->marks[nmarks++] = (struct sg_spool_mark){
+                .sensor_id = r->sensor_id,
+                .kind = r->kind,
+                .window_ms = r->window_ms,
+                .closed_before_ms = r->window_start_ms + r->window_ms,
+            };
+        }
+    }
     if (rc == 0) {
-        rc = sg_spool_push(g->spool, seq, (int)c->backend.content_type,
-                           (const uint8_t *)g->body.data, g->body.len, now);
+        rc = sg_spool_push_marked(g->spool, seq, (int)c->backend.content_type,
+                                  (const uint8_t *)g->body.data, g->body.len, now, g->marks, nmarks);
     }
     if (rc != 0) {
+        g->push_failed = true;
         /* Counted in sensegate_spool_errors_total / dropped; never silent. */
         sg_log(SG_LOG_ERROR, "spool", "cannot store batch %s (%zu rollups): %s (%s)", batch_id,
                g->npending, sg_strerror(rc), sg_spool_last_error(g->spool));
@@ -116,12 +138,16 @@ static void on_rollup(void *ctx, const struct sg_rollup *r)
     if (g->npending == g->cap_pending) {
         g->cap_pending = g->cap_pending ? g->cap_pending * 2 : 64;
         g->pending = sg_xrealloc(g->pending, g->cap_pending * sizeof *g->pending);
+        g->marks = sg_xrealloc(g->marks, g->cap_pending * sizeof *g->marks);
     }
     g->pending[g->npending++] = *r;
     if (g->npending == 1 && g->stop == RUNNING) {
         uv_timer_start(&g->batch_timer, on_batch_timer, g->cfg->backend.max_batch_delay_ms, 0);
     }
-    if (g->npending >= g->cfg->backend.max_batch_rollups) {
+    /* Never split a window's channels across batches: its spool mark must
+     * cover all of them. */
+    bool last_channel = r->channel + 1 >= sg_kind_channels(r->kind);
+    if (last_channel && g->npending >= g->cfg->backend.max_batch_rollups) {
         flush_batch(g);
     }
 }
@@ -161,6 +187,16 @@ static void snapshot(struct gw *g)
         m->inbox_wait_seconds = (double)atomic_load(&g->inbox.wait_us) / 1e6;
     }
     m->forward_inflight = sg_forward_inflight(g->fwd);
+    m->replay_skipped = rs->replay_skipped;
+    if (g->journal != NULL) {
+        struct sg_journal_stats js;
+        sg_journal_stats(g->journal, &js);
+        m->journal_appended = js.appended;
+        m->journal_errors = js.errors;
+        m->journal_replayed = js.replayed_records;
+        m->journal_torn = js.torn_tails;
+        m->journal_segments = js.segments;
+    }
     m->mqtt_connected = g->mqtt == MQTT_UP;
     sg_metrics_read_process(m);
 }
@@ -323,8 +359,10 @@ static void on_inbox(void *ctx, const struct sg_inmsg *msg)
         on_mqtt_event(g, msg);
         return;
     }
-    g->m.mqtt_messages++;
-    g->m.last_message_ms = msg->arrival_ms;
+    if (!g->replaying) {
+        g->m.mqtt_messages++;
+        g->m.last_message_ms = msg->arrival_ms;
+    }
     if (msg->arg == 1) {
         g->m.decode_errors++;
         g->m.decode_too_large++;
@@ -355,11 +393,42 @@ static void on_inbox(void *ctx, const struct sg_inmsg *msg)
 /* ------------------------------------------------------------------ */
 /* Timers, signals, reload                                             */
 
+/* Journal records older than this have had every window they touch closed
+ * by the gateway clock and spooled (docs/DURABILITY.md). */
+static uint64_t journal_retention_ms(const struct sg_config *c)
+{
+    uint64_t maxw = 0;
+    for (size_t i = 0; i < c->nwindows; i++) {
+        maxw = c->windows_ms[i] > maxw ? c->windows_ms[i] : maxw;
+    }
+    return c->validation.max_future_ms + maxw + c->allowed_lateness_ms +
+           c->backend.max_batch_delay_ms + 5000u;
+}
+
+static void trim_journal(struct gw *g, uint64_t now)
+{
+    uint64_t keep = journal_retention_ms(g->cfg);
+    if (g->journal == NULL || g->push_failed || now < 2 * keep) {
+        /* After a failed spool push the journal keeps everything until the
+         * next successful trim window: a restart can then rebuild it. */
+        g->push_failed = false;
+        return;
+    }
+    sg_journal_trim(g->journal, now - keep);
+    /* Marks older than the oldest record any replay can see are useless. */
+    sg_spool_prune_marks(g->spool, now - 2 * keep);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     struct gw *g = t->data;
-    sg_rollup_tick(g->eng, sg_now_ms());
+    uint64_t now = sg_now_ms();
+    sg_rollup_tick(g->eng, now);
     uint64_t mono = uv_now(&g->loop);
+    if (mono - g->last_trim_mono >= 10000u) {
+        g->last_trim_mono = mono;
+        trim_journal(g, now);
+    }
     if (g->cfg->stats_interval_s > 0 &&
         mono - g->last_stats_mono >= g->cfg->stats_interval_s * 1000u) {
         g->last_stats_mono = mono;
@@ -504,6 +573,11 @@ static void begin_close(struct gw *g)
     g->inbox_open = false;
     sg_rollup_flush(g->eng);
     flush_batch(g);
+    /* Every window is now spooled with its mark; the journal is no longer
+     * needed unless a push failed, in which case it stays for a replay. */
+    if (!g->push_failed) {
+        sg_journal_trim(g->journal, UINT64_MAX);
+    }
     const struct sg_rollup_stats *rs = sg_rollup_stats(g->eng);
     sg_log(SG_LOG_INFO, "gateway", "emitted %llu partial window(s); delivering",
            (unsigned long long)rs->windows_partial);
@@ -581,6 +655,73 @@ static int write_port_file(const char *path, unsigned port)
     return rename(tmp, path);
 }
 
+/* ------------------------------------------------------------------ */
+/* Crash recovery                                                      */
+
+static void on_mark(void *ctx, const struct sg_spool_mark *mk)
+{
+    struct gw *g = ctx;
+    sg_rollup_restore(g->eng, mk->sensor_id, strlen(mk->sensor_id), mk->kind, mk->window_ms,
+                      mk->closed_before_ms, sg_now_ms());
+}
+
+static void on_replay_record(void *ctx, uint64_t arrival_ms, const char *topic, size_t topic_len,
+                             const uint8_t *payload, size_t payload_len)
+{
+    struct gw *g = ctx;
+    /* Emulate the 1 s gateway-clock tick of the first run, so windows close
+     * in replay where they closed then. */
+    if (arrival_ms >= g->replay_clock_ms + 1000u) {
+        g->replay_clock_ms = arrival_ms;
+        sg_rollup_tick(g->eng, arrival_ms);
+    }
+    struct sg_inmsg m = {
+        .type = SG_INBOX_MESSAGE,
+        .arg = 0,
+        .arrival_ms = arrival_ms,
+        .topic = topic,
+        .topic_len = topic_len,
+        .payload = payload,
+        .payload_len = payload_len,
+    };
+    on_inbox(g, &m);
+}
+
+/* Rebuilds the open windows a crash lost: restore the spooled-window marks,
+ * then replay the journal through the normal pipeline. */
+static int recover(struct gw *g)
+{
+    uint64_t t0 = sg_mono_ms();
+    int rc = sg_spool_load_marks(g->spool, on_mark, g);
+    if (rc != 0) {
+        sg_log(SG_LOG_ERROR, "spool", "cannot read window marks: %s (%s)", sg_strerror(rc),
+               sg_spool_last_error(g->spool));
+        return -1;
+    }
+    sg_rollup_set_replay(g->eng, true);
+    g->replaying = true;
+    rc = sg_journal_replay(g->journal, on_replay_record, g);
+    g->replaying = false;
+    sg_rollup_set_replay(g->eng, false);
+    if (rc != 0) {
+        sg_log(SG_LOG_ERROR, "journal", "replay stopped early: %s (%s)", sg_strerror(rc),
+               strerror(errno));
+    }
+    flush_batch(g);
+    struct sg_journal_stats js;
+    sg_journal_stats(g->journal, &js);
+    const struct sg_rollup_stats *rs = sg_rollup_stats(g->eng);
+    if (js.replayed_records > 0 || js.torn_tails > 0) {
+        sg_log(SG_LOG_INFO, "journal",
+               "recovered records=%llu skipped_readings=%llu open_windows=%llu torn_tails=%llu "
+               "in %llu ms",
+               (unsigned long long)js.replayed_records, (unsigned long long)rs->replay_skipped,
+               (unsigned long long)rs->open_windows, (unsigned long long)js.torn_tails,
+               (unsigned long long)(sg_mono_ms() - t0));
+    }
+    return 0;
+}
+
 static int start(struct gw *g)
 {
     struct sg_config *c = g->cfg;
@@ -620,6 +761,21 @@ static int start(struct gw *g)
                (unsigned long long)ss->batches);
     }
 
+    char jdir[4096];
+    snprintf(jdir, sizeof jdir, "%s/journal", c->spool.dir);
+    struct sg_journal_opts jo = {
+        .dir = jdir,
+        .segment_bytes = 0,
+        .segment_ms = 10000,
+        .sync_ms = c->spool.fsync ? 1000 : 0,
+    };
+    rc = sg_journal_open(&g->journal, &jo);
+    if (rc != 0) {
+        sg_log(SG_LOG_ERROR, "journal", "cannot open the ingest journal in %s: %s (%s)", jdir,
+               sg_strerror(rc), strerror(errno));
+        return -1;
+    }
+
     struct sg_decode_limits dl = {
         .max_payload_bytes = c->limits.max_payload_bytes,
         .max_readings_per_batch = c->limits.max_readings_per_batch,
@@ -645,6 +801,9 @@ static int start(struct gw *g)
     memcpy(ro.windows_ms, c->windows_ms, sizeof ro.windows_ms);
     if (sg_rollup_engine_new(&g->eng, &ro) != 0) {
         sg_log(SG_LOG_ERROR, "rollup", "bad aggregation options");
+        return -1;
+    }
+    if (recover(g) != 0) {
         return -1;
     }
 
@@ -697,6 +856,7 @@ static int start(struct gw *g)
         .cert_file = c->mqtt.cert_file,
         .key_file = c->mqtt.key_file,
         .max_payload_bytes = c->limits.max_payload_bytes,
+        .journal = g->journal,
     };
     if (sg_ingest_new(&g->ingest, &g->inbox, &io, err, sizeof err) != 0) {
         sg_log(SG_LOG_ERROR, "ingest", "%s", err);
@@ -780,9 +940,11 @@ int sg_gateway_run(struct sg_config *cfg)
     sg_forward_free(g->fwd);
     sg_rollup_engine_free(g->eng);
     sg_decoder_free(g->dec);
+    sg_journal_close(g->journal);
     sg_spool_close(g->spool);
     sg_buf_free(&g->body);
     free(g->pending);
+    free(g->marks);
     if (g->token != NULL) {
         memset(g->token, 0, strlen(g->token));
         free(g->token);

@@ -56,11 +56,18 @@ int sg_inbox_init(struct sg_inbox *ib, uv_loop_t *loop, size_t cap_bytes, uint64
 int sg_inbox_push(struct sg_inbox *ib, int type, int arg, const char *topic, size_t topic_len,
                   const void *payload, size_t payload_len)
 {
+    return sg_inbox_push_at(ib, type, arg, sg_now_ms(), topic, topic_len, payload, payload_len);
+}
+
+int sg_inbox_push_at(struct sg_inbox *ib, int type, int arg, uint64_t arrival_ms,
+                     const char *topic, size_t topic_len, const void *payload,
+                     size_t payload_len)
+{
     if (topic_len > UINT32_MAX || payload_len > UINT32_MAX) {
         return SG_EINVAL;
     }
     size_t need = rec_size(topic_len, payload_len);
-    struct rec h = {(uint32_t)type, arg, sg_now_ms(), (uint32_t)topic_len,
+    struct rec h = {(uint32_t)type, arg, arrival_ms, (uint32_t)topic_len,
                     (uint32_t)payload_len};
 
     pthread_mutex_lock(&ib->mu);

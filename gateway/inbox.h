@@ -81,6 +81,12 @@ int sg_inbox_init(struct sg_inbox *ib, uv_loop_t *loop, size_t cap_bytes, uint64
 int sg_inbox_push(struct sg_inbox *ib, int type, int arg, const char *topic, size_t topic_len,
                   const void *payload, size_t payload_len);
 
+/* The same with the arrival time given (the one written to the journal, so
+ * a replay validates the reading against the same clock). */
+int sg_inbox_push_at(struct sg_inbox *ib, int type, int arg, uint64_t arrival_ms,
+                     const char *topic, size_t topic_len, const void *payload,
+                     size_t payload_len);
+
 /* Loop thread: handles everything waiting now. Returns records handled. */
 size_t sg_inbox_drain(struct sg_inbox *ib);
 

@@ -34,10 +34,18 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     struct sg_ingest *in = ctx;
     size_t tlen = topic_len > 0 ? (size_t)topic_len : strlen(topic);
     size_t plen = msg->payloadlen > 0 ? (size_t)msg->payloadlen : 0;
+    uint64_t arrival_ms = sg_now_ms();
     if (plen > in->o.max_payload_bytes) {
-        sg_inbox_push(in->ib, SG_INBOX_MESSAGE, 1, topic, tlen, NULL, 0);
+        sg_inbox_push_at(in->ib, SG_INBOX_MESSAGE, 1, arrival_ms, topic, tlen, NULL, 0);
     } else {
-        sg_inbox_push(in->ib, SG_INBOX_MESSAGE, 0, topic, tlen, msg->payload, plen);
+        /* Durable before the PUBACK: a kill -9 after this write loses
+         * nothing (the journal is replayed at start). A failed write is
+         * counted by the journal and the message goes on memory-only. */
+        if (in->o.journal != NULL) {
+            sg_journal_append(in->o.journal, arrival_ms, topic, tlen, msg->payload, plen);
+        }
+        sg_inbox_push_at(in->ib, SG_INBOX_MESSAGE, 0, arrival_ms, topic, tlen, msg->payload,
+                         plen);
     }
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 
 #include "inbox.h"
+#include "journal.h"
 
 struct sg_ingest_opts {
     const char *uri;
@@ -35,6 +36,8 @@ struct sg_ingest_opts {
     const char *cert_file;      /* client certificate (mTLS), or NULL */
     const char *key_file;
     size_t max_payload_bytes;   /* larger payloads are not copied; posted as too large */
+    struct sg_journal *journal; /* every message is appended here before the callback
+                                 * returns (and so before Paho's PUBACK), or NULL */
 };
 
 struct sg_ingest;

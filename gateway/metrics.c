@@ -269,6 +269,19 @@ void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out
             "Batches rejected by the backend and kept in dead letters.", m->spool_dead_letters);
     put_u64(out, "sensegate_spool_errors_total", "counter", "Failed spool writes.",
             m->spool_errors);
+    put_u64(out, "sensegate_journal_records_total", "counter",
+            "Messages appended to the ingest journal before their PUBACK.", m->journal_appended);
+    put_u64(out, "sensegate_journal_errors_total", "counter",
+            "Failed journal writes; those messages went on memory-only.", m->journal_errors);
+    put_u64(out, "sensegate_journal_replayed_records_total", "counter",
+            "Journal records replayed at start-up.", m->journal_replayed);
+    put_u64(out, "sensegate_journal_torn_tails_total", "counter",
+            "Torn or corrupt journal tails cut at start-up.", m->journal_torn);
+    put_u64(out, "sensegate_journal_segments", "gauge", "Journal segment files.",
+            m->journal_segments);
+    put_u64(out, "sensegate_replay_skipped_readings_total", "counter",
+            "Replayed readings whose windows were already spooled before the restart.",
+            m->replay_skipped);
     put_double(out, "sensegate_spool_oldest_age_seconds", "gauge",
                "Age of the oldest spooled batch (0 when empty).",
                (double)m->spool_oldest_age_ms / 1000.0);

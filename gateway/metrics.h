@@ -62,6 +62,13 @@ struct sg_metrics {
     uint64_t spool_dead_letters;       /* gauge: batches in dead letters */
     uint64_t spool_errors;             /* failed spool writes */
     uint64_t spool_oldest_age_ms;      /* gauge */
+    /* journal and recovery */
+    uint64_t journal_appended;         /* messages made durable before their PUBACK */
+    uint64_t journal_errors;           /* failed journal writes (those went memory-only) */
+    uint64_t journal_replayed;         /* records replayed at start */
+    uint64_t journal_torn;             /* torn or corrupt tails cut at start */
+    uint64_t journal_segments;         /* gauge */
+    uint64_t replay_skipped;           /* replayed readings of windows already spooled */
     /* process */
     double cpu_seconds;
     uint64_t rss_bytes;

@@ -520,6 +520,7 @@ static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_r
     uint64_t start[SG_MAX_WINDOWS];
     uint32_t win[SG_MAX_WINDOWS];
     bool late = false;
+    uint32_t closed_mask = 0; /* widths whose window for ts is closed */
     for (size_t i = 0; i < nw; i++) {
         struct width_state *ws = &ss->w[i];
         uint64_t width_ms = e->opts.windows_ms[i];
@@ -538,22 +539,29 @@ static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_r
                 ws->late_pending++;
             }
             late = true;
+            closed_mask |= 1u << i;
         }
     }
     if (late) {
-        if (e->replaying) {
-            /* Its window was already emitted and spooled before the
-             * restart, or it was late then too: it was counted by the
-             * process that first received it. */
+        if (!e->replaying) {
+            return finish(e, SG_VERDICT_LATE);
+        }
+        /* Replay decides per width: a width whose window already reached
+         * the spool before the restart is skipped, the others are rebuilt.
+         * (A reading that was late for one width in the first run is thus
+         * rebuilt into the others: docs/DURABILITY.md.) */
+        if (closed_mask == (1u << nw) - 1u) {
             e->stats.replay_skipped++;
             return SG_VERDICT_LATE;
         }
-        return finish(e, SG_VERDICT_LATE);
     }
 
     enum sg_ring_result rr = sg_ring_check(&s->ring, r->seq);
     if (rr == SG_RING_SEEN) {
         for (size_t i = 0; i < nw; i++) {
+            if (closed_mask & (1u << i)) {
+                continue;
+            }
             uint32_t idx = win[i] != NONE ? win[i] : window_get(e, ss, p, i, start[i]);
             pool_get(p, idx)->duplicates++;
         }
@@ -566,6 +574,9 @@ static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_r
         keys[c] = sg_sketch_key_of(&e->sk, r->values[c]);
     }
     for (size_t i = 0; i < nw; i++) {
+        if (closed_mask & (1u << i)) {
+            continue;
+        }
         uint32_t idx = win[i] != NONE ? win[i] : window_get(e, ss, p, i, start[i]);
         window_add(pool_get(p, idx), nchan, r, keys);
     }
@@ -737,7 +748,9 @@ int sg_rollup_restore(struct sg_rollup_engine *e, const char *sensor_id, size_t 
     }
     struct series_state *ss = sg_series_payload(s);
     if (created) {
-        series_init(e, ss, now_ms);
+        /* Only the mark closes windows here: replay moves the gateway
+         * clock forward record by record, as the first run did. */
+        series_init(e, ss, 0);
         s->last_active_ms = now_ms;
     }
     if (closed_before_ms > ss->w[i].closed_before_ms) {

@@ -15,6 +15,9 @@
  * - SQLite never chooses a key: seq is always ours, so rowid reuse (the
  *   reason for AUTOINCREMENT) cannot happen.
  * - In-memory stats change only after a COMMIT succeeded.
+ * - Window marks (table mark, schema version 2) are upserted inside the
+ *   push's transaction, so a batch and the marks of its windows are stored
+ *   together or not at all; a mark only ever grows (max on conflict).
  *
  * Thread: the loop thread only; every call is synchronous.
  */
@@ -36,7 +39,7 @@
 #include "common.h"
 #include "log.h"
 
-#define SPOOL_SCHEMA_VERSION 1
+#define SPOOL_SCHEMA_VERSION 2
 /* 'SGSP' in the database header, so file(1) and a hex dump tell what it is. */
 #define SPOOL_APPLICATION_ID 0x53475350
 /* Sequence numbers reserved on disk per write in sg_spool_next_seq. */
@@ -62,6 +65,9 @@ enum stmt_id {
     ST_DEAD_INSERT,
     ST_DEAD_OLDEST,
     ST_DEAD_DELETE,
+    ST_MARK_UPSERT,
+    ST_MARK_LOAD,
+    ST_MARK_PRUNE,
     ST_COUNT
 };
 
@@ -84,6 +90,11 @@ static const char *const stmt_sql[ST_COUNT] = {
                        "content_type, body, bytes) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [ST_DEAD_OLDEST] = "SELECT seq, bytes FROM dead_letter WHERE seq <> ?1 ORDER BY seq LIMIT 1",
     [ST_DEAD_DELETE] = "DELETE FROM dead_letter WHERE seq = ?1",
+    [ST_MARK_UPSERT] = "INSERT INTO mark(sensor_id, kind, window_ms, closed_before_ms) "
+                       "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(sensor_id, kind, window_ms) DO UPDATE "
+                       "SET closed_before_ms = max(closed_before_ms, excluded.closed_before_ms)",
+    [ST_MARK_LOAD] = "SELECT sensor_id, kind, window_ms, closed_before_ms FROM mark",
+    [ST_MARK_PRUNE] = "DELETE FROM mark WHERE closed_before_ms < ?1",
 };
 
 /* The figures kept in the state table; written together with every change. */
@@ -542,12 +553,25 @@ static const char schema_sql[] =
     " http_status INTEGER NOT NULL, reason TEXT NOT NULL, content_type INTEGER NOT NULL,"
     " body BLOB NOT NULL, bytes INTEGER NOT NULL);"
     "CREATE TABLE state (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;"
-    "INSERT INTO state(k, v) VALUES ('schema_version', 1), ('next_seq', 0), ('bytes', 0),"
+    "CREATE TABLE mark (sensor_id TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " window_ms INTEGER NOT NULL, closed_before_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (sensor_id, kind, window_ms)) WITHOUT ROWID;"
+    "INSERT INTO state(k, v) VALUES ('schema_version', 2), ('next_seq', 0), ('bytes', 0),"
     " ('batches', 0), ('dead_letters', 0), ('dead_bytes', 0), ('dropped_total', 0);"
     "COMMIT;";
 
 _Static_assert(SPOOL_APPLICATION_ID == 1397183312, "application_id in schema_sql");
-_Static_assert(SPOOL_SCHEMA_VERSION == 1, "schema_sql writes version 1");
+_Static_assert(SPOOL_SCHEMA_VERSION == 2, "schema_sql writes version 2");
+
+/* Version 1 -> 2: the window marks table. One transaction, so a crash
+ * leaves either version 1 (migrated again at the next open) or 2. */
+static const char migrate_1_2_sql[] =
+    "BEGIN IMMEDIATE;"
+    "CREATE TABLE IF NOT EXISTS mark (sensor_id TEXT NOT NULL, kind INTEGER NOT NULL,"
+    " window_ms INTEGER NOT NULL, closed_before_ms INTEGER NOT NULL,"
+    " PRIMARY KEY (sensor_id, kind, window_ms)) WITHOUT ROWID;"
+    "UPDATE state SET v = 2 WHERE k = 'schema_version';"
+    "COMMIT;";
 
 /* Creates the schema in an empty file, or checks the version of an existing
  * one. Returns 0, SG_EVERSION (logged) or SG_EIO. */
@@ -577,6 +601,18 @@ static int schema_ensure(struct sg_spool *sp)
     if (rc != SQLITE_OK && rc != SQLITE_DONE && (rc & 0xff) != SQLITE_ERROR) {
         set_err(sp, "read schema_version");
         return SG_EIO;
+    }
+    if (rc == SQLITE_OK && ver == 1) {
+        rc = exec(sp->db, migrate_1_2_sql);
+        if (rc != SQLITE_OK) {
+            set_err(sp, "migrate schema 1 to 2");
+            if (!sqlite3_get_autocommit(sp->db)) {
+                exec(sp->db, "ROLLBACK");
+            }
+            return SG_EIO;
+        }
+        sg_log(SG_LOG_INFO, "spool", "schema migrated from version 1 to 2 path=%s", sp->path);
+        ver = SPOOL_SCHEMA_VERSION;
     }
     if (rc != SQLITE_OK || ver != SPOOL_SCHEMA_VERSION) {
         if (rc == SQLITE_OK) {
@@ -817,8 +853,47 @@ uint64_t sg_spool_next_seq(struct sg_spool *sp)
 
 /* ---- push ------------------------------------------------------------- */
 
+/* Upserts the marks inside the open transaction. */
+static int marks_upsert(struct sg_spool *sp, const struct sg_spool_mark *marks, size_t nmarks)
+{
+    for (size_t i = 0; i < nmarks; i++) {
+        sqlite3_stmt *s = stmt(sp, ST_MARK_UPSERT);
+        sqlite3_bind_text(s, 1, marks[i].sensor_id, -1, SQLITE_STATIC);
+        sqlite3_bind_int(s, 2, marks[i].kind);
+        bind_u64(s, 3, marks[i].window_ms);
+        bind_u64(s, 4, marks[i].closed_before_ms);
+        int rc = step_done(s);
+        sqlite3_clear_bindings(s);
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+    return SQLITE_OK;
+}
+
+static bool marks_valid(const struct sg_spool_mark *marks, size_t nmarks)
+{
+    if (marks == NULL && nmarks > 0) {
+        return false;
+    }
+    for (size_t i = 0; i < nmarks; i++) {
+        if (marks[i].sensor_id == NULL || marks[i].window_ms > (uint64_t)INT64_MAX ||
+            marks[i].closed_before_ms > (uint64_t)INT64_MAX) {
+            return false;
+        }
+    }
+    return true;
+}
+
 int sg_spool_push(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
                   size_t len, uint64_t created_ms)
+{
+    return sg_spool_push_marked(sp, seq, content_type, body, len, created_ms, NULL, 0);
+}
+
+int sg_spool_push_marked(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
+                         size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
+                         size_t nmarks)
 {
     static const uint8_t empty[1];
     struct totals t;
@@ -828,7 +903,8 @@ int sg_spool_push(struct sg_spool *sp, uint64_t seq, int content_type, const uin
     int ret;
 
     if (sp == NULL || seq == 0 || seq > (uint64_t)INT64_MAX - SEQ_BLOCK || content_type < 0 ||
-        (body == NULL && len > 0) || len > (size_t)INT32_MAX || created_ms > (uint64_t)INT64_MAX) {
+        (body == NULL && len > 0) || len > (size_t)INT32_MAX || created_ms > (uint64_t)INT64_MAX ||
+        !marks_valid(marks, nmarks)) {
         return SG_EINVAL;
     }
     sp->err[0] = '\0';
@@ -861,6 +937,10 @@ int sg_spool_push(struct sg_spool *sp, uint64_t seq, int content_type, const uin
     }
     t.bytes += len;
     t.batches++;
+    if ((rc = marks_upsert(sp, marks, nmarks)) != SQLITE_OK) {
+        ret = fail(sp, rc, "upsert marks");
+        goto rollback;
+    }
 
     /* Drop the oldest (smallest seq) other batches while over a bound; the
      * new one alone fits, so this ends at the latest when it is alone. */
@@ -1156,6 +1236,57 @@ int sg_spool_dead(struct sg_spool *sp, uint64_t seq, int http_status, const char
 rollback:
     tx_rollback(sp);
     return ret;
+}
+
+/* ---- marks ------------------------------------------------------------ */
+
+int sg_spool_load_marks(struct sg_spool *sp, sg_spool_mark_cb cb, void *ctx)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    if (sp == NULL || cb == NULL) {
+        return SG_EINVAL;
+    }
+    s = stmt(sp, ST_MARK_LOAD);
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const unsigned char *id = sqlite3_column_text(s, 0);
+        sqlite3_int64 kind = sqlite3_column_int64(s, 1);
+        struct sg_spool_mark m = {
+            .sensor_id = id != NULL ? (const char *)id : "",
+            .kind = kind < 0 || kind > UINT8_MAX ? 0 : (uint8_t)kind,
+            .window_ms = col_u64(s, 2),
+            .closed_before_ms = col_u64(s, 3),
+        };
+        cb(ctx, &m);
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        return fail(sp, rc, "load marks");
+    }
+    return 0;
+}
+
+int sg_spool_prune_marks(struct sg_spool *sp, uint64_t older_than_ms)
+{
+    sqlite3_stmt *s;
+    int rc;
+
+    if (sp == NULL) {
+        return SG_EINVAL;
+    }
+    sp->err[0] = '\0';
+    if (older_than_ms > (uint64_t)INT64_MAX) {
+        older_than_ms = (uint64_t)INT64_MAX;
+    }
+    /* One statement in autocommit mode: its own transaction. */
+    s = stmt(sp, ST_MARK_PRUNE);
+    bind_u64(s, 1, older_than_ms);
+    rc = step_done(s);
+    if (rc != SQLITE_OK) {
+        return fail(sp, rc, "prune marks");
+    }
+    return 0;
 }
 
 /* ---- misc ------------------------------------------------------------- */

@@ -108,4 +108,41 @@ const char *sg_spool_last_error(struct sg_spool *sp);
 /* Releases out->body. */
 void sg_spool_batch_clear(struct sg_spool_batch *b);
 
+/* ---- window marks (added after the first draft; schema version 2) ------
+ * A mark says: for series (sensor_id, kind) and width window_ms, every
+ * window ending at or before closed_before_ms has been spooled (or was
+ * delivered). Marks are committed in the same transaction as the batch
+ * that carries those rollups, so after a crash the journal replay can skip
+ * the windows that were already emitted (docs/DURABILITY.md). */
+struct sg_spool_mark {
+    const char *sensor_id;      /* NUL-terminated */
+    uint8_t kind;
+    uint64_t window_ms;         /* the window width */
+    uint64_t closed_before_ms;  /* end (exclusive, epoch ms) of the newest emitted window */
+};
+
+/* Like sg_spool_push, and in the same transaction upserts each mark,
+ * keeping the greater closed_before_ms per (sensor_id, kind, window_ms)
+ * (a key may repeat within marks). If the push fails for any reason
+ * (SG_EINVAL, SG_EFULL, SG_EIO) no mark is stored. marks may be NULL when
+ * nmarks is 0. Also SG_EINVAL for a NULL sensor_id or a value above
+ * INT64_MAX (nothing stored). Loop thread. */
+int sg_spool_push_marked(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
+                         size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
+                         size_t nmarks);
+
+/* Receives one stored mark; m and m->sensor_id are valid only during the
+ * call, which must not call into the spool. */
+typedef void (*sg_spool_mark_cb)(void *ctx, const struct sg_spool_mark *m);
+
+/* Calls cb for every stored mark (in key order). At start, before the
+ * journal replay. Returns 0, SG_EINVAL (NULL argument) or SG_EIO (read
+ * error; the marks before it were delivered). */
+int sg_spool_load_marks(struct sg_spool *sp, sg_spool_mark_cb cb, void *ctx);
+
+/* Deletes the marks with closed_before_ms < older_than_ms (their windows
+ * are older than anything the journal can still replay). One transaction.
+ * Returns 0 or SG_EIO (nothing deleted; counted in errors). */
+int sg_spool_prune_marks(struct sg_spool *sp, uint64_t older_than_ms);
+
 #endif

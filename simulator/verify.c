@@ -106,6 +106,7 @@ struct report {
     FILE *out;
     size_t max;
     size_t count;
+    uint32_t ignore_mask; /* fields not compared */
 };
 
 static void diff(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -683,6 +684,9 @@ static void compare_rollup(struct report *r, const struct trollup *t, const stru
 
     for (size_t i = 0; i < NFIELDS; i++) {
         const struct field_def *f = &FIELDS[i];
+        if (r->ignore_mask & (1u << i)) {
+            continue;
+        }
 
         if ((p->present & (1u << i)) == 0) {
             diff(r, "mismatch: %s %s: expected %s, missing or not a number%s",
@@ -851,7 +855,7 @@ cleanup:
 int sg_verify_run(const struct sg_verify_opts *opts, struct sg_verify_result *res)
 {
     struct table t = {0};
-    struct report r = {opts->out, opts->max_diffs, 0};
+    struct report r = {opts->out, opts->max_diffs, 0, opts->ignore_mask};
     int rc;
 
     memset(res, 0, sizeof(*res));
@@ -892,15 +896,25 @@ cleanup:
     return rc;
 }
 
+uint32_t sg_verify_field_bit(const char *name)
+{
+    for (size_t i = 0; i < NFIELDS; i++) {
+        if (strcmp(FIELDS[i].name, name) == 0) {
+            return 1u << i;
+        }
+    }
+    return 0;
+}
+
 static void verify_usage(void)
 {
     fprintf(stderr, "usage: sensegate-sink verify --truth TRUTH.jsonl --received ROLLUPS.jsonl"
-                    " [--max-diffs N]\n");
+                    " [--max-diffs N] [--ignore FIELD,FIELD...]\n");
 }
 
 int sg_verify_main(int argc, char **argv)
 {
-    struct sg_verify_opts opts = {NULL, NULL, 20, stdout};
+    struct sg_verify_opts opts = {NULL, NULL, 20, stdout, 0};
     struct sg_verify_result res;
     uint64_t n;
 
@@ -926,6 +940,18 @@ int sg_verify_main(int argc, char **argv)
                 return 2;
             }
             opts.max_diffs = (size_t)n;
+        } else if (strcmp(a, "--ignore") == 0) {
+            char names[512];
+            snprintf(names, sizeof names, "%s", argv[++i]);
+            for (char *save = NULL, *f = strtok_r(names, ",", &save); f != NULL;
+                 f = strtok_r(NULL, ",", &save)) {
+                uint32_t bit = sg_verify_field_bit(f);
+                if (bit == 0) {
+                    fprintf(stderr, "verify: --ignore: no compared field named '%s'\n", f);
+                    return 2;
+                }
+                opts.ignore_mask |= bit;
+            }
         } else {
             fprintf(stderr, "verify: unknown option %s\n", a);
             verify_usage();

@@ -8,6 +8,7 @@
 #define SG_VERIFY_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 struct sg_verify_opts {
@@ -15,7 +16,13 @@ struct sg_verify_opts {
     const char *received_path; /* sink --out JSON lines */
     size_t max_diffs;          /* differences printed in full; the rest are only counted */
     FILE *out;                 /* where the report goes (stdout in the CLI) */
+    uint32_t ignore_mask;      /* bit i set: field i of the compared fields is not compared
+                                * (see sg_verify_field_bit) */
 };
+
+/* The bit of a compared field ("late", "duplicates", ...) for ignore_mask,
+ * or 0 if there is no such field. */
+uint32_t sg_verify_field_bit(const char *name);
 
 struct sg_verify_result {
     size_t expected;    /* rollups in the truth */
@@ -32,7 +39,7 @@ struct sg_verify_result {
 int sg_verify_run(const struct sg_verify_opts *opts, struct sg_verify_result *res);
 
 /* The `sensegate-sink verify` command: argv[0] is "verify", then
- * --truth FILE --received FILE [--max-diffs N]. Returns the process exit
+ * --truth FILE --received FILE [--max-diffs N] [--ignore FIELD,FIELD...]. Returns the process exit
  * code: 0 all match, 1 differences, 2 usage or read errors. */
 int sg_verify_main(int argc, char **argv);
 

@@ -215,8 +215,8 @@ static void test_every_sample_has_help_and_type(void)
             CU_ASSERT(strlen(fam) > 6 && strcmp(fam + strlen(fam) - 6, "_total") == 0);
         }
     }
-    /* 36 plain samples, the invalid reasons, 2 histograms of buckets + sum + count. */
-    CU_ASSERT_EQUAL(samples, 36 + (SG_INVALID_COUNT - 1) + 2 * (SG_HIST_BUCKETS + 2));
+    /* 42 plain samples, the invalid reasons, 2 histograms of buckets + sum + count. */
+    CU_ASSERT_EQUAL(samples, 42 + (SG_INVALID_COUNT - 1) + 2 * (SG_HIST_BUCKETS + 2));
     free(copy);
     sg_buf_free(&b);
 }

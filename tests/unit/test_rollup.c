@@ -1157,13 +1157,16 @@ static void test_restore_and_replay(void)
                     SG_ENOTFOUND);
     CU_ASSERT_EQUAL(sg_rollup_restore(e, "", 0, SG_KIND_TEMPERATURE_C, 1000, T0, T0), SG_EINVAL);
     sg_rollup_set_replay(e, true);
-    /* Window [T0, T0+1000) of width 1000 reached the spool: skipped. */
-    CU_ASSERT_EQUAL(add(e, "s", T0 + 10, 1, 1.0, T0), SG_VERDICT_LATE);
+    /* Window [T0, T0+1000) of width 1000 reached the spool, the 2000 one
+     * did not: the reading is rebuilt into width 2000 only. */
+    CU_ASSERT_EQUAL(add(e, "s", T0 + 10, 1, 1.0, T0), SG_VERDICT_ACCEPTED);
     CU_ASSERT_EQUAL(add(e, "s", T0 + 1100, 2, 2.0, T0), SG_VERDICT_ACCEPTED);
+    /* Closed for every width: skipped without a verdict. */
+    CU_ASSERT_EQUAL(add(e, "s", T0 - 500, 7, 1.0, T0), SG_VERDICT_LATE);
     const struct sg_rollup_stats *st = sg_rollup_stats(e);
     CU_ASSERT_EQUAL(st->replay_skipped, 1);
     CU_ASSERT_EQUAL(st->verdicts[SG_VERDICT_LATE], 0);
-    CU_ASSERT_EQUAL(st->verdicts[SG_VERDICT_ACCEPTED], 1);
+    CU_ASSERT_EQUAL(st->verdicts[SG_VERDICT_ACCEPTED], 2);
     sg_rollup_set_replay(e, false);
     /* After replay a late reading counts again, and goes into `late`. */
     CU_ASSERT_EQUAL(add(e, "s", T0 + 20, 3, 3.0, T0), SG_VERDICT_LATE);
@@ -1171,10 +1174,12 @@ static void test_restore_and_replay(void)
     sg_rollup_flush(e);
     CU_ASSERT_EQUAL_FATAL(col.n, 2);
     CU_ASSERT_EQUAL(col.r[0].window_start_ms, T0 + 1000);
+    CU_ASSERT_EQUAL(col.r[0].window_ms, 1000);
     CU_ASSERT_EQUAL(col.r[0].count, 1);
     CU_ASSERT_EQUAL(col.r[0].late, 1);
+    CU_ASSERT_EQUAL(col.r[1].window_start_ms, T0);
     CU_ASSERT_EQUAL(col.r[1].window_ms, 2000);
-    CU_ASSERT_EQUAL(col.r[1].count, 1);
+    CU_ASSERT_EQUAL(col.r[1].count, 2); /* T0+10 and T0+1100 */
     sg_rollup_engine_free(e);
 }
 

@@ -2,7 +2,9 @@
  * Unit tests for the spool (gateway/spool.c): order, ack, dead letters,
  * sequence numbers across restarts, the bounds, byte-exact reopen,
  * quarantine of corrupt files, schema versions, unusable directories and
- * the directory lock. Each test works in its own temporary directory.
+ * the directory lock, window marks (upsert keeps the max, load, prune,
+ * atomic with the batch) and the version 1 -> 2 migration. Each test works
+ * in its own temporary directory.
  * Ends with a small benchmark print (not an assertion) of push+ack cost.
  */
 #include <errno.h>
@@ -761,6 +763,276 @@ static void test_dir_locked(void)
     sg_spool_close(b);
 }
 
+/* ---- window marks ----------------------------------------------------- */
+
+/* A loaded mark, copied out of the callback. */
+struct lmark {
+    char id[80];
+    uint8_t kind;
+    uint64_t window_ms;
+    uint64_t closed_before_ms;
+};
+
+struct lmarks {
+    struct lmark m[64];
+    size_t n;
+};
+
+static void on_mark(void *ctx, const struct sg_spool_mark *m)
+{
+    struct lmarks *l = ctx;
+    if (l->n < sizeof(l->m) / sizeof(l->m[0])) {
+        struct lmark *x = &l->m[l->n];
+        snprintf(x->id, sizeof(x->id), "%s", m->sensor_id);
+        x->kind = m->kind;
+        x->window_ms = m->window_ms;
+        x->closed_before_ms = m->closed_before_ms;
+    }
+    l->n++;
+}
+
+static int cmp_lmark(const void *a, const void *b)
+{
+    const struct lmark *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    if (c != 0) {
+        return c;
+    }
+    if (x->kind != y->kind) {
+        return x->kind < y->kind ? -1 : 1;
+    }
+    return x->window_ms < y->window_ms ? -1 : x->window_ms > y->window_ms;
+}
+
+static struct lmarks load_sorted(struct sg_spool *sp)
+{
+    struct lmarks l;
+    memset(&l, 0, sizeof(l));
+    CU_ASSERT_EQUAL(sg_spool_load_marks(sp, on_mark, &l), 0);
+    qsort(l.m, l.n < 64 ? l.n : 64, sizeof(l.m[0]), cmp_lmark);
+    return l;
+}
+
+static uint64_t push_marked_n(struct sg_spool *sp, uint32_t seed, const struct sg_spool_mark *m,
+                              size_t n)
+{
+    uint8_t b[32];
+    fill(b, sizeof(b), seed);
+    uint64_t seq = sg_spool_next_seq(sp);
+    CU_ASSERT_EQUAL(sg_spool_push_marked(sp, seq, 0, b, sizeof(b), NOW_MS, m, n), 0);
+    return seq;
+}
+
+/* The model: the max closed_before_ms per key over every mark pushed, as
+ * a sorted list, computed without the spool. */
+static struct lmarks model_of(const struct sg_spool_mark *const *sets, const size_t *ns,
+                              size_t nsets, uint64_t prune_below)
+{
+    struct lmarks l;
+    memset(&l, 0, sizeof(l));
+    for (size_t s = 0; s < nsets; s++) {
+        for (size_t i = 0; i < ns[s]; i++) {
+            const struct sg_spool_mark *m = &sets[s][i];
+            size_t k = 0;
+            while (k < l.n && !(strcmp(l.m[k].id, m->sensor_id) == 0 && l.m[k].kind == m->kind &&
+                                l.m[k].window_ms == m->window_ms)) {
+                k++;
+            }
+            if (k == l.n) {
+                snprintf(l.m[k].id, sizeof(l.m[k].id), "%s", m->sensor_id);
+                l.m[k].kind = m->kind;
+                l.m[k].window_ms = m->window_ms;
+                l.m[k].closed_before_ms = m->closed_before_ms;
+                l.n++;
+            } else if (m->closed_before_ms > l.m[k].closed_before_ms) {
+                l.m[k].closed_before_ms = m->closed_before_ms;
+            }
+        }
+    }
+    size_t keep = 0;
+    for (size_t k = 0; k < l.n; k++) {
+        if (l.m[k].closed_before_ms >= prune_below) {
+            l.m[keep++] = l.m[k];
+        }
+    }
+    l.n = keep;
+    qsort(l.m, l.n, sizeof(l.m[0]), cmp_lmark);
+    return l;
+}
+
+static bool lmarks_eq(const struct lmarks *a, const struct lmarks *b)
+{
+    if (a->n != b->n) {
+        return false;
+    }
+    for (size_t i = 0; i < a->n; i++) {
+        if (cmp_lmark(&a->m[i], &b->m[i]) != 0 ||
+            a->m[i].closed_before_ms != b->m[i].closed_before_ms) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static void test_marks_upsert_load_prune(void)
+{
+    use_fsync = true;
+    wipe_spool();
+    struct sg_spool *sp = open_ok(1 << 20, 0, NOW_MS);
+    static const struct sg_spool_mark m1[] = {
+        {"s-1", 1, 10000, 1000000}, {"s-1", 1, 60000, 960000}, {"s-1", 2, 10000, 990000},
+        {"s-2", 1, 10000, 1000000}, {"s-1", 1, 10000, 1010000}, /* repeats a key: max wins */
+    };
+    static const struct sg_spool_mark m2[] = {
+        {"s-1", 1, 10000, 990000},   /* lower: must not move the mark back */
+        {"s-2", 1, 10000, 1020000},  /* higher: moves it on */
+        {"s-3", 9, 10000, 500000},
+    };
+    static const struct sg_spool_mark m3[] = {{"s-4", 3, 10000, 2000000}};
+    const struct sg_spool_mark *const sets[] = {m1, m2, m3};
+    const size_t ns[] = {5, 3, 1};
+
+    struct lmarks none = load_sorted(sp);
+    CU_ASSERT_EQUAL(none.n, 0);
+    push_marked_n(sp, 1, m1, 5);
+    push_marked_n(sp, 2, m2, 3);
+    /* A push without marks leaves them alone; one with marks and no
+     * other change too. */
+    push_n(sp, 10, 3, NOW_MS);
+    push_marked_n(sp, 4, NULL, 0);
+    struct lmarks got = load_sorted(sp);
+    struct lmarks want = model_of(sets, ns, 2, 0);
+    CU_ASSERT_EQUAL(want.n, 5);
+    CU_ASSERT(lmarks_eq(&got, &want));
+    /* The lower value of m2 did not win: s-1/1/10000 stays at 1010000. */
+    CU_ASSERT_EQUAL(got.m[0].closed_before_ms, 1010000);
+    push_marked_n(sp, 5, m3, 1);
+    sg_spool_close(sp);
+
+    /* Durable across reopen; then prune. */
+    sp = open_ok(1 << 20, 0, NOW_MS);
+    got = load_sorted(sp);
+    want = model_of(sets, ns, 3, 0);
+    CU_ASSERT(lmarks_eq(&got, &want));
+    CU_ASSERT_EQUAL(sg_spool_prune_marks(sp, 1000000), 0); /* < 1000000 goes */
+    got = load_sorted(sp);
+    want = model_of(sets, ns, 3, 1000000);
+    CU_ASSERT_EQUAL(want.n, 3);
+    CU_ASSERT(lmarks_eq(&got, &want));
+    CU_ASSERT_EQUAL(sg_spool_prune_marks(sp, UINT64_MAX), 0);
+    got = load_sorted(sp);
+    CU_ASSERT_EQUAL(got.n, 0);
+    CU_ASSERT_EQUAL(sg_spool_stats(sp)->errors, 0);
+    /* Bad arguments store nothing. */
+    static const struct sg_spool_mark bad_id[] = {{NULL, 1, 10000, 1}};
+    static const struct sg_spool_mark bad_val[] = {{"x", 1, 10000, UINT64_MAX}};
+    uint8_t b[4] = {0};
+    uint64_t seq = sg_spool_next_seq(sp);
+    CU_ASSERT_EQUAL(sg_spool_push_marked(sp, seq, 0, b, 4, NOW_MS, bad_id, 1), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_spool_push_marked(sp, seq, 0, b, 4, NOW_MS, bad_val, 1), SG_EINVAL);
+    CU_ASSERT_EQUAL(sg_spool_push_marked(sp, seq, 0, b, 4, NOW_MS, NULL, 2), SG_EINVAL);
+    CU_ASSERT(!sg_spool_contains(sp, seq));
+    CU_ASSERT_EQUAL(sg_spool_load_marks(sp, NULL, NULL), SG_EINVAL);
+    sg_spool_close(sp);
+    use_fsync = false;
+}
+
+static size_t count_marks(struct sg_spool *sp)
+{
+    struct lmarks l = load_sorted(sp);
+    return l.n;
+}
+
+/* If the push fails, no mark is stored: a duplicate seq, an oversize
+ * batch, and a failure in the middle of the marks (a trigger that aborts
+ * on one sensor id, after the batch row and the first mark were written). */
+static void test_marks_atomic(void)
+{
+    wipe_spool();
+    static const struct sg_spool_mark m[] = {{"a", 1, 10000, 100}, {"b", 1, 10000, 200}};
+    struct sg_spool *sp = open_ok(1000, 0, NOW_MS);
+    uint64_t s1 = push_n(sp, 10, 1, NOW_MS);
+    uint8_t body[8] = {0};
+    CU_ASSERT_EQUAL(sg_spool_push_marked(sp, s1, 0, body, 8, NOW_MS, m, 2), SG_EINVAL);
+    CU_ASSERT_EQUAL(count_marks(sp), 0);
+    uint8_t *big = calloc(1, 1001);
+    CU_ASSERT_EQUAL(
+        sg_spool_push_marked(sp, sg_spool_next_seq(sp), 0, big, 1001, NOW_MS, m, 2), SG_EFULL);
+    free(big);
+    CU_ASSERT_EQUAL(count_marks(sp), 0);
+    sg_spool_close(sp);
+
+    char path[400];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/spool.db", spooldir);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db,
+                                 "CREATE TRIGGER boom BEFORE INSERT ON mark "
+                                 "WHEN NEW.sensor_id = 'boom' BEGIN "
+                                 "SELECT RAISE(ABORT, 'injected failure'); END",
+                                 NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(db);
+
+    sp = open_ok(1000, 0, NOW_MS);
+    static const struct sg_spool_mark mb[] = {{"a", 1, 10000, 100}, {"boom", 1, 10000, 1}};
+    uint64_t before_batches = sg_spool_stats(sp)->batches;
+    uint64_t before_bytes = sg_spool_stats(sp)->bytes;
+    uint64_t s2 = sg_spool_next_seq(sp);
+    int rc = sg_spool_push_marked(sp, s2, 0, body, 8, NOW_MS, mb, 2);
+    CU_ASSERT(rc == SG_EINVAL || rc == SG_EIO);
+    CU_ASSERT(strstr(sg_spool_last_error(sp), "injected failure") != NULL);
+    CU_ASSERT(!sg_spool_contains(sp, s2));
+    CU_ASSERT_EQUAL(count_marks(sp), 0);
+    CU_ASSERT_EQUAL(sg_spool_stats(sp)->batches, before_batches);
+    CU_ASSERT_EQUAL(sg_spool_stats(sp)->bytes, before_bytes);
+    /* The same push without the bad mark goes through, marks included. */
+    CU_ASSERT_EQUAL(sg_spool_push_marked(sp, s2, 0, body, 8, NOW_MS, mb, 1), 0);
+    CU_ASSERT(sg_spool_contains(sp, s2));
+    CU_ASSERT_EQUAL(count_marks(sp), 1);
+    sg_spool_close(sp);
+}
+
+/* A version 1 file (before marks) is migrated in place: batches kept,
+ * marks usable, version now 2. */
+static void test_migrate_v1(void)
+{
+    wipe_spool();
+    struct sg_spool *sp = open_ok(1 << 20, 0, NOW_MS);
+    uint64_t s1 = push_n(sp, 40, 1, NOW_MS);
+    sg_spool_close(sp);
+    char path[400];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof(path), "%s/spool.db", spooldir);
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_exec(db,
+                                 "DROP TABLE mark; "
+                                 "UPDATE state SET v = 1 WHERE k = 'schema_version'",
+                                 NULL, NULL, NULL),
+                    SQLITE_OK);
+    sqlite3_close(db);
+
+    sp = open_ok(1 << 20, 0, NOW_MS);
+    CU_ASSERT(sg_spool_contains(sp, s1));
+    CU_ASSERT_EQUAL(sg_spool_stats(sp)->batches, 1);
+    static const struct sg_spool_mark m[] = {{"a", 1, 10000, 100}};
+    push_marked_n(sp, 2, m, 1);
+    CU_ASSERT_EQUAL(count_marks(sp), 1);
+    sg_spool_close(sp);
+
+    sqlite3_int64 ver = 0;
+    sqlite3_stmt *st = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open(path, &db), SQLITE_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        sqlite3_prepare_v2(db, "SELECT v FROM state WHERE k = 'schema_version'", -1, &st, NULL),
+        SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
+    ver = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    CU_ASSERT_EQUAL(ver, 2);
+}
+
 /* ---- benchmark (printed, not asserted) -------------------------------- */
 
 static double mono_s(void)
@@ -825,8 +1097,57 @@ static void bench_one(bool fsync_on, size_t body_len, int n)
     sg_spool_close(sp);
 }
 
+/* push_marked with nmarks marks per batch (4 KiB body), n batches or
+ * 0.5 s; every batch moves every mark on (an update, as at run time). */
+static void bench_marked(bool fsync_on, size_t nmarks, int n)
+{
+    wipe_spool();
+    struct sg_spool_opts o = mkopts(1 << 28, 0, NOW_MS);
+    o.fsync = fsync_on;
+    struct sg_spool *sp = NULL;
+    CU_ASSERT_EQUAL_FATAL(sg_spool_open(&sp, &o), 0);
+    struct sg_spool_mark *m = calloc(nmarks, sizeof(*m));
+    char(*ids)[24] = calloc(nmarks, sizeof(*ids));
+    uint8_t body[4096];
+    double *tp = calloc((size_t)n, sizeof(double));
+    fill(body, sizeof(body), 5);
+    for (size_t i = 0; i < nmarks; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "sensor-%06zu", i * 7919 % 1000003);
+        m[i].sensor_id = ids[i];
+        m[i].kind = (uint8_t)(1 + i % 9);
+        m[i].window_ms = 10000;
+    }
+    double start = mono_s();
+    int done = 0;
+    for (; done < n && mono_s() - start < 0.5; done++) {
+        for (size_t i = 0; i < nmarks; i++) {
+            m[i].closed_before_ms = NOW_MS + 10000 * (uint64_t)done;
+        }
+        double t0 = mono_s();
+        uint64_t seq = sg_spool_next_seq(sp);
+        CU_ASSERT_EQUAL(sg_spool_push_marked(sp, seq, 0, body, sizeof(body), NOW_MS, m, nmarks),
+                        0);
+        tp[done] = mono_s() - t0;
+    }
+    double sum = 0;
+    for (int i = 0; i < done; i++) {
+        sum += tp[i];
+    }
+    qsort(tp, (size_t)done, sizeof(double), cmp_double);
+    printf("\n  bench fsync=%-3s push_marked body=4096 B marks=%3zu n=%3d: p50 %7.0f us"
+           " mean %7.0f us",
+           fsync_on ? "on" : "off", nmarks, done, tp[done / 2] * 1e6, sum * 1e6 / done);
+    free(m);
+    free(ids);
+    free(tp);
+    sg_spool_close(sp);
+}
+
 static void test_bench(void)
 {
+    bench_marked(true, 500, 100);
+    bench_marked(false, 500, 100);
+    bench_marked(true, 0, 100);
     bench_one(true, 4096, 300);
     bench_one(false, 4096, 300);
     bench_one(true, 256, 300);
@@ -865,6 +1186,9 @@ int main(void)
         {"version", "unknown schema version is rejected", test_unknown_version},
         {"dir", "unusable directory gives SG_EIO and errno", test_unusable_dir},
         {"lock", "a second open of one dir is refused", test_dir_locked},
+        {"marks", "marks: upsert keeps max, load, prune, durable", test_marks_upsert_load_prune},
+        {"marks_atomic", "marks: a failed push stores no mark", test_marks_atomic},
+        {"migrate", "a version 1 spool is migrated to 2", test_migrate_v1},
         {"bench", "push+ack cost (printed)", test_bench},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
