@@ -727,6 +727,13 @@ static int start(struct gw *g)
     struct sg_config *c = g->cfg;
     char err[512];
 
+    /* Timers first: recovery emits rollups, which arm the batch timer. */
+    uv_timer_t *timers[] = {&g->tick_timer, &g->batch_timer, &g->mqtt_timer, &g->stop_timer};
+    for (size_t i = 0; i < 4; i++) {
+        uv_timer_init(&g->loop, timers[i]);
+        timers[i]->data = g;
+    }
+
     if (c->backend.token_file != NULL) {
         g->token = read_secret(c->backend.token_file, "backend.token_file");
         if (g->token == NULL) {
@@ -863,11 +870,6 @@ static int start(struct gw *g)
         return -1;
     }
 
-    uv_timer_t *timers[] = {&g->tick_timer, &g->batch_timer, &g->mqtt_timer, &g->stop_timer};
-    for (size_t i = 0; i < 4; i++) {
-        uv_timer_init(&g->loop, timers[i]);
-        timers[i]->data = g;
-    }
     uv_signal_t *sigs[] = {&g->sig_term, &g->sig_int, &g->sig_hup};
     int signums[] = {SIGTERM, SIGINT, SIGHUP};
     for (size_t i = 0; i < 3; i++) {
