@@ -667,8 +667,13 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
     case SG_FWD_OK:
         rc = sg_spool_ack(f->sp, r->batch.seq);
         if (rc != 0 && rc != SG_ENOTFOUND) {
-            sg_log(SG_LOG_ERROR, MOD, "spool ack failed batch_id=%s: %s", batch_id,
-                   sg_strerror(rc));
+            sg_log(SG_LOG_ERROR, MOD, "spool ack failed batch_id=%s: %s (%s)", batch_id,
+                   sg_strerror(rc), sg_spool_last_error(f->sp));
+            /* Delivered but still spooled: it is sent again after the
+             * backoff (the backend drops the repeat by batch_id), which
+             * retries the ack too. */
+            f->cursor_seq = 0;
+            backoff_until(f, f->backoff_min_ms > 1000 ? f->backoff_min_ms : 1000);
         }
         if (f->failures > 0) {
             sg_log(SG_LOG_INFO, MOD, "backend answering again after failures=%u", f->failures);

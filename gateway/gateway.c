@@ -192,7 +192,7 @@ static void snapshot(struct gw *g)
         struct sg_journal_stats js;
         sg_journal_stats(g->journal, &js);
         m->journal_appended = js.appended;
-        m->journal_errors = js.errors;
+        m->journal_errors = js.errors + js.low_disk_skipped;
         m->journal_replayed = js.replayed_records;
         m->journal_torn = js.torn_tails;
         m->journal_segments = js.segments;
@@ -775,6 +775,9 @@ static int start(struct gw *g)
         .segment_bytes = 0,
         .segment_ms = 10000,
         .sync_ms = c->spool.fsync ? 1000 : 0,
+        /* The journal stops (counted) before the spool does, so rollups
+         * already made always find room. */
+        .min_free_bytes = 2 * sg_spool_min_free_bytes(g->spool),
     };
     rc = sg_journal_open(&g->journal, &jo);
     if (rc != 0) {

@@ -59,6 +59,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,7 +124,15 @@ struct sg_journal {
     struct fdlist pending;      /* closed segments waiting for fdatasync + close */
     struct fdlist spare;        /* the sync thread's swap buffer for pending */
     struct sg_journal_stats st;
+    /* Low-disk guard (see sg_journal_append): checked every
+     * FREE_CHECK_BYTES of appends, or once a second while paused. */
+    uint64_t min_free_bytes;
+    uint64_t since_free_check;  /* bytes appended since the last check */
+    uint64_t paused_check_ms;   /* monotonic ms of the last check while paused */
+    bool low_disk;              /* journaling paused: the disk is nearly full */
 };
+
+#define FREE_CHECK_BYTES ((uint64_t)64 << 10)
 
 /* ---- CRC-32C (Castagnoli, reflected 0x82F63B78), slice-by-8 ------------ */
 
@@ -686,6 +695,7 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o)
     j->segment_bytes = o->segment_bytes != 0 ? o->segment_bytes : DEFAULT_SEGMENT_BYTES;
     j->segment_ms = o->segment_ms != 0 ? o->segment_ms : DEFAULT_SEGMENT_MS;
     j->sync_ms = o->sync_ms;
+    j->min_free_bytes = o->min_free_bytes;
     pthread_mutex_init(&j->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -756,6 +766,57 @@ void sg_journal_close(struct sg_journal *j)
 
 /* ---- append ----------------------------------------------------------- */
 
+static uint64_t mono_ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Free bytes on the journal's file system, or UINT64_MAX if unknown. */
+static uint64_t free_bytes(const struct sg_journal *j)
+{
+    struct statvfs v;
+    if (fstatvfs(j->dir_fd, &v) != 0) {
+        return UINT64_MAX;
+    }
+    return (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+}
+
+/* The low-disk guard: false while the file system has less than
+ * min_free_bytes available. A statvfs costs about a microsecond, so it runs
+ * only every FREE_CHECK_BYTES of appends, or once a second while paused. */
+static bool disk_ok_locked(struct sg_journal *j, uint64_t rec_len)
+{
+    if (j->min_free_bytes == 0) {
+        return true;
+    }
+    if (j->low_disk) {
+        uint64_t now = mono_ms_now();
+        if (now - j->paused_check_ms < 1000u) {
+            return false;
+        }
+        j->paused_check_ms = now;
+        if (free_bytes(j) < j->min_free_bytes) {
+            return false;
+        }
+        j->low_disk = false;
+        j->since_free_check = 0;
+        return true;
+    }
+    j->since_free_check += rec_len;
+    if (j->since_free_check < FREE_CHECK_BYTES && j->st.appended > 0) {
+        return true;
+    }
+    j->since_free_check = 0;
+    if (free_bytes(j) < j->min_free_bytes) {
+        j->low_disk = true;
+        j->paused_check_ms = mono_ms_now();
+        return false;
+    }
+    return true;
+}
+
 int sg_journal_append(struct sg_journal *j, uint64_t arrival_ms, const char *topic,
                       size_t topic_len, const void *payload, size_t payload_len)
 {
@@ -794,6 +855,13 @@ int sg_journal_append(struct sg_journal *j, uint64_t arrival_ms, const char *top
 
     pthread_mutex_lock(&j->mu);
     j->appended = true;
+    if (!disk_ok_locked(j, rec_len)) {
+        /* Leave the last free space to the spool: rollups already made are
+         * worth more than the crash protection of readings still open. */
+        j->st.low_disk_skipped++;
+        ret = SG_EFULL;
+        goto out;
+    }
     if (j->fd >= 0 && j->cur_has_records &&
         (j->cur_bytes + rec_len > j->segment_bytes ||
          (arrival_ms >= j->cur_first_ms && arrival_ms - j->cur_first_ms >= j->segment_ms))) {

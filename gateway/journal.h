@@ -35,6 +35,9 @@ struct sg_journal_opts {
                                * 0 = never: no helper thread, no fdatasync at all, not even
                                * at close (tests, tmpfs); a process crash still loses
                                * nothing, a power loss may lose anything */
+    uint64_t min_free_bytes;  /* appends are refused (SG_EFULL, counted in low_disk_skipped)
+                               * while the file system has less free space than this, so
+                               * the journal never takes the spool's last space; 0 = off */
 };
 
 /* Counters since open (except segments, a gauge). */
@@ -49,6 +52,7 @@ struct sg_journal_stats {
     /* Added after the first draft of this header (append-only): */
     uint64_t quarantined;       /* segments with a foreign header, renamed to *.corrupt */
     uint64_t syncs;             /* fdatasync rounds of the helper thread that synced something */
+    uint64_t low_disk_skipped;  /* appends refused (SG_EFULL) because the disk was nearly full */
 };
 
 /* Opens the journal in o->dir: creates the directory (mkdir -p), takes an
@@ -70,7 +74,9 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o);
  * rotating first when the segment is full or old. The record is in the
  * page cache when this returns 0, so it survives a process crash; it is
  * on disk after the next sync round (sync_ms). Never fsyncs.
- * Returns 0; SG_EIO (disk full, I/O error: nothing of the record is left
+ * Returns 0; SG_EFULL (the disk has less than min_free_bytes free: the
+ * record is not written, the caller carries on memory-only); SG_EIO (disk
+ * full, I/O error: nothing of the record is left
  * in the file, counted in errors; the caller carries on memory-only and
  * later appends try again); SG_EINVAL (NULL journal, topic_len > 65535,
  * payload_len > SG_JOURNAL_MAX_PAYLOAD, NULL data with a length).

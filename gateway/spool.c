@@ -32,6 +32,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -117,6 +118,10 @@ struct sg_spool {
     sqlite3 *db;
     sqlite3_stmt *st[ST_COUNT];
     char *path;                 /* <dir>/spool.db */
+    int last_rc;                /* SQLite code of the last failure */
+    char *dir;                  /* spool.dir, for statvfs */
+    uint64_t min_free_bytes;    /* a push is refused below this much free disk */
+    uint64_t last_vacuum_ms;    /* monotonic ms of the last low-disk vacuum */
     int lock_fd;                /* <dir>/spool.lock, flock'ed while open */
     uint64_t max_bytes;         /* 0 = no bound */
     uint64_t max_batches;       /* 0 = no bound */
@@ -133,6 +138,12 @@ struct sg_spool {
 
 /* ---- small helpers ---------------------------------------------------- */
 
+/* SQLite ran out of disk (or hit an I/O error doing so). */
+static bool is_full(int rc)
+{
+    return (rc & 0xff) == SQLITE_FULL || (rc & 0xff) == SQLITE_IOERR;
+}
+
 static void set_err(struct sg_spool *sp, const char *what)
 {
     snprintf(sp->err, sizeof(sp->err), "%s: %s (sqlite %d)", what, sqlite3_errmsg(sp->db),
@@ -145,6 +156,7 @@ static void set_err(struct sg_spool *sp, const char *what)
 static int fail(struct sg_spool *sp, int rc, const char *what)
 {
     set_err(sp, what);
+    sp->last_rc = rc;
     if ((rc & 0xff) == SQLITE_CONSTRAINT) {
         return SG_EINVAL;
     }
@@ -506,7 +518,7 @@ static enum probe open_and_check(struct sg_spool *sp, bool fsync_on)
     }
     rc = exec(sp->db, fsync_on ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
     if (rc == SQLITE_OK) {
-        rc = exec(sp->db, "PRAGMA journal_size_limit=67108864; PRAGMA wal_autocheckpoint=1000;"
+        rc = exec(sp->db, "PRAGMA journal_size_limit=2097152; PRAGMA wal_autocheckpoint=256;"
                           "PRAGMA trusted_schema=OFF");
     }
     if (rc != SQLITE_OK) {
@@ -714,6 +726,7 @@ static void spool_free(struct sg_spool *sp)
     }
     free(sp->mono);
     free(sp->path);
+    free(sp->dir);
     free(sp);
 }
 
@@ -816,6 +829,17 @@ int sg_spool_open(struct sg_spool **out, const struct sg_spool_opts *opts)
         sg_log(SG_LOG_WARN, "spool", "totals missing from state, recomputed path=%s", sp->path);
     }
     totals_apply(sp, &t);
+    sp->dir = sg_xstrdup(opts->dir);
+    {
+        /* The margin: what a checkpoint of a full WAL may need to grow the
+         * database (wal_autocheckpoint 256 pages of 4 KiB), plus 1/8 of the
+         * file system between 64 KiB and 8 MiB for the deletes themselves. */
+        struct statvfs v;
+        uint64_t fs = statvfs(opts->dir, &v) == 0 ? (uint64_t)v.f_blocks * v.f_frsize : 0;
+        uint64_t m = fs / 8;
+        m = m < (64u << 10) ? (64u << 10) : m > (8u << 20) ? (8u << 20) : m;
+        sp->min_free_bytes = m + (256u * 4096u);
+    }
     *out = sp;
     return 0;
 fail:
@@ -891,7 +915,67 @@ int sg_spool_push(struct sg_spool *sp, uint64_t seq, int content_type, const uin
     return sg_spool_push_marked(sp, seq, content_type, body, len, created_ms, NULL, 0);
 }
 
+static int spool_push_once(struct sg_spool *sp, uint64_t seq, int content_type,
+                           const uint8_t *body, size_t len, uint64_t created_ms,
+                           const struct sg_spool_mark *marks, size_t nmarks);
+
+static uint64_t dir_free_bytes(const char *dir)
+{
+    struct statvfs v;
+    if (dir == NULL || statvfs(dir, &v) != 0) {
+        return UINT64_MAX;
+    }
+    return (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+}
+
+uint64_t sg_spool_min_free_bytes(const struct sg_spool *sp)
+{
+    return sp != NULL ? sp->min_free_bytes : 0;
+}
+
 int sg_spool_push_marked(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
+                         size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
+                         size_t nmarks)
+{
+    /* Never let our own writes fill the disk: with WAL, acks, dead letters
+     * and checkpoints need free space too, and a spool that cannot delete
+     * can never drain. Below the margin a new batch is refused and counted
+     * as dropped, and the space stays for the deletes that free more. */
+    if (sp != NULL && sp->min_free_bytes > 0 &&
+        dir_free_bytes(sp->dir) < sp->min_free_bytes + (uint64_t)len) {
+        /* Pages freed by acks stay inside the file (and the WAL keeps its
+         * size): give them back to the file system, then look again. At
+         * most once a second: these write too. */
+        uint64_t now = sg_mono_ms();
+        if (now - sp->last_vacuum_ms >= 1000u) {
+            sp->last_vacuum_ms = now;
+            exec(sp->db, "PRAGMA incremental_vacuum");
+            exec(sp->db, "PRAGMA wal_checkpoint(TRUNCATE)");
+        }
+    }
+    if (sp != NULL && sp->min_free_bytes > 0 &&
+        dir_free_bytes(sp->dir) < sp->min_free_bytes + (uint64_t)len) {
+        sp->stats.dropped++;
+        sp->tot.dropped_total++;
+        sp->stats.dropped_lifetime = sp->tot.dropped_total;
+        snprintf(sp->err, sizeof(sp->err),
+                 "disk nearly full: less than %" PRIu64 " bytes free in %s", sp->min_free_bytes,
+                 sp->dir);
+        return SG_EFULL;
+    }
+    int ret = spool_push_once(sp, seq, content_type, body, len, created_ms, marks, nmarks);
+    if (ret == SG_EIO && sp != NULL && is_full(sp->last_rc)) {
+        /* A checkpoint may free WAL space that acks left behind; the reserve
+         * itself is kept for acks, which are what frees the disk. */
+        if (exec(sp->db, "PRAGMA wal_checkpoint(TRUNCATE)") == SQLITE_OK) {
+            ret = spool_push_once(sp, seq, content_type, body, len, created_ms, marks, nmarks);
+        }
+    }
+    return ret;
+}
+
+static int spool_push_once(struct sg_spool *sp, uint64_t seq, int content_type,
+                           const uint8_t *body,
                          size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
                          size_t nmarks)
 {
@@ -1073,7 +1157,22 @@ static int get_batch(struct sg_spool *sp, uint64_t seq, sqlite3_stmt **sout)
     return rc;
 }
 
+static int spool_ack_once(struct sg_spool *sp, uint64_t seq);
+
 int sg_spool_ack(struct sg_spool *sp, uint64_t seq)
+{
+    int ret = spool_ack_once(sp, seq);
+    if (ret == SG_EIO && sp != NULL && is_full(sp->last_rc)) {
+        /* The disk filled up under us (someone else's writes: ours stop at
+         * the margin, see sg_spool_push_marked). Fold the WAL into the
+         * database and truncate it, then try once more. */
+        exec(sp->db, "PRAGMA wal_checkpoint(TRUNCATE)");
+        ret = spool_ack_once(sp, seq);
+    }
+    return ret;
+}
+
+static int spool_ack_once(struct sg_spool *sp, uint64_t seq)
 {
     struct totals t;
     sqlite3_stmt *s;
@@ -1138,7 +1237,21 @@ static size_t reason_len(const char *r)
     return n;
 }
 
+static int spool_dead_once(struct sg_spool *sp, uint64_t seq, int http_status,
+                           const char *reason);
+
 int sg_spool_dead(struct sg_spool *sp, uint64_t seq, int http_status, const char *reason)
+{
+    int ret = spool_dead_once(sp, seq, http_status, reason);
+    if (ret == SG_EIO && sp != NULL && is_full(sp->last_rc)) {
+        exec(sp->db, "PRAGMA wal_checkpoint(TRUNCATE)");
+        ret = spool_dead_once(sp, seq, http_status, reason);
+    }
+    return ret;
+}
+
+static int spool_dead_once(struct sg_spool *sp, uint64_t seq, int http_status,
+                           const char *reason)
 {
     struct totals t;
     sqlite3_stmt *s;

@@ -105,6 +105,12 @@ const struct sg_spool_stats *sg_spool_stats(struct sg_spool *sp);
  * the next call on sp. The caller logs it once with its own context. */
 const char *sg_spool_last_error(struct sg_spool *sp);
 
+/* Free disk space below which sg_spool_push refuses new batches (SG_EFULL,
+ * counted as dropped): 1 MiB for a WAL checkpoint plus 1/8 of the file
+ * system between 64 KiB and 8 MiB. It keeps room for the deletes that let
+ * a full spool drain. */
+uint64_t sg_spool_min_free_bytes(const struct sg_spool *sp);
+
 /* Releases out->body. */
 void sg_spool_batch_clear(struct sg_spool_batch *b);
 

@@ -214,6 +214,14 @@ static bool opts_ok(const struct sg_fleet_opts *o)
             return false;
         }
     }
+    if (o->id_prefix != NULL) {
+        size_t n = strlen(o->id_prefix);
+        if (n > SG_FLEET_ID_PREFIX_MAX || strspn(o->id_prefix, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                               "abcdefghijklmnopqrstuvwxyz"
+                                                               "0123456789._:-") != n) {
+            return false;
+        }
+    }
     if (!frac_ok(o->dup_frac) || !frac_ok(o->ooo_frac) || !frac_ok(o->late_frac) ||
         !frac_ok(o->invalid_frac) || !frac_ok(o->malformed_frac) ||
         o->ooo_frac + o->late_frac + o->invalid_frac > 1.0) {
@@ -312,7 +320,8 @@ static void build_layout(struct sg_fleet *f)
         struct device *d = &f->devices[di];
         d->type = type;
         uint32_t num = ++type_count[type];
-        snprintf(d->id, sizeof(d->id), "%s-%0*u", sp->prefix, sp->digits, num);
+        snprintf(d->id, sizeof(d->id), "%s%s-%0*u", f->o.id_prefix ? f->o.id_prefix : "",
+                 sp->prefix, sp->digits, num);
         const char *district;
         if (strcmp(sp->programme, "city") == 0) {
             district = CITY_DISTRICTS[ncity++ % (sizeof(CITY_DISTRICTS) / sizeof(char *))];

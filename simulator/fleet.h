@@ -39,7 +39,13 @@ struct sg_fleet_opts {
     double invalid_frac;          /* of readings replaced by an invalid variant */
     double malformed_frac;        /* per payload: chance of an extra malformed payload */
     struct sg_truth *truth;       /* optional, borrowed: gets every reading */
+    const char *id_prefix;        /* optional, borrowed: prepended to every device_id (and so
+                                   * to every sensor_id and topic); NULL or "" = none; at most
+                                   * SG_FLEET_ID_PREFIX_MAX chars of [A-Za-z0-9._:-] */
 };
+
+/* Longest id_prefix sg_fleet_new accepts. */
+#define SG_FLEET_ID_PREFIX_MAX 16
 
 /* One payload to publish. Pointers stay valid until the next sg_fleet_next
  * or sg_fleet_free. */

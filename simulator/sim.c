@@ -61,6 +61,7 @@ static void usage(FILE *out)
                  "  --duration-s S            simulated seconds (240)\n"
                  "  --speedup X               simulated ms per real ms, >= 1 (20)\n"
                  "  --seed N                  PRNG seed (1)\n"
+                 "  --id-prefix P             prepended to every device and sensor id (none)\n"
                  "  --qos 0|1                 publish QoS (1)\n"
                  "  --client-id ID            MQTT client id (sensegate-sim)\n"
                  "  --start-ms MS             simulated start, epoch ms (now)\n"
@@ -246,6 +247,14 @@ static int parse_args(int argc, char **argv, struct sg_fleet_opts *fo, struct si
             so->uri = v;
         } else if (strcmp(a, "--client-id") == 0) {
             so->client_id = v;
+        } else if (strcmp(a, "--id-prefix") == 0) {
+            size_t n = strlen(v);
+            fo->id_prefix = v;
+            rc = (n <= SG_FLEET_ID_PREFIX_MAX && strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                           "abcdefghijklmnopqrstuvwxyz"
+                                                           "0123456789._:-") == n)
+                     ? 0
+                     : SG_EINVAL;
         } else if (strcmp(a, "--truth") == 0) {
             so->truth_path = v;
         } else if (strcmp(a, "--sensors") == 0) {

@@ -8,6 +8,7 @@ when a test fails.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -166,10 +167,15 @@ class Env:
         self.name = name
         self.dir = tempfile.mkdtemp(prefix=f"sg-{name}-")
         self.procs = []
+        self.cleanups = []  # callables run by close() after the processes are stopped
         self.keep = keep or os.environ.get("SG_KEEP_TMP") == "1"
 
     # -- broker ---------------------------------------------------------
-    def start_broker(self, persistence=False, port=None, tag="mosquitto"):
+    def start_broker(self, persistence=False, port=None, tag="mosquitto", log_tag=None):
+        """Starts mosquitto on 127.0.0.1 (a free port, or `port`). The config
+        and the persistence dir are named by `tag`, so a restart with the same
+        tag and port finds the same persistent sessions; `log_tag` names the
+        log (default: tag)."""
         mosq = find_mosquitto()
         if not mosq:
             print("SKIP: mosquitto not found (install it or set MOSQUITTO)")
@@ -185,9 +191,14 @@ class Env:
                 os.makedirs(pdir, exist_ok=True)
                 lines += ["persistence true", f"persistence_location {pdir}/",
                           "autosave_interval 1"]
+                if os.geteuid() == 0:
+                    # As root, mosquitto drops to user "mosquitto", which cannot
+                    # write into our 0700 temp dir ("Error: Permission denied").
+                    lines.append("user root")
             with open(conf, "w") as f:
                 f.write("\n".join(lines) + "\n")
-            proc = Proc(tag, [mosq, "-c", conf], os.path.join(self.dir, f"{tag}.log"))
+            lt = log_tag or tag
+            proc = Proc(lt, [mosq, "-c", conf], os.path.join(self.dir, f"{lt}.log"))
             self.procs.append(proc)
             try:
                 wait_for(lambda: (not proc.alive() and "exit") or tcp_open(p), 10,
@@ -196,19 +207,27 @@ class Env:
                 pass
             if proc.alive():
                 proc.port = p
+                proc.persistence = persistence
+                proc.tag = tag
                 return proc
             if port:  # a fixed port (restart) that is busy: give up
                 raise RuntimeError(f"mosquitto could not start on {p}:\n{proc.output()}")
         raise RuntimeError("mosquitto did not start on any free port")
 
     # -- sink -----------------------------------------------------------
-    def start_sink(self, *args, tag="sink"):
-        port_file = os.path.join(self.dir, f"{tag}.port")
+    def start_sink(self, *args, tag="sink", port=0, log_tag=None):
+        """Starts sensegate-sink on 127.0.0.1 (port 0 = a free one). Its output
+        files are named by `tag`, so a restart with the same tag appends to
+        them and keeps dropping repeated batch ids; `log_tag` names the log."""
+        lt = log_tag or tag
+        port_file = os.path.join(self.dir, f"{lt}.port")
+        if os.path.exists(port_file):
+            os.unlink(port_file)
         out = os.path.join(self.dir, f"{tag}-rollups.jsonl")
         batches = os.path.join(self.dir, f"{tag}-batches.jsonl")
-        cmd = [binary("sensegate-sink"), "--listen", "127.0.0.1:0", "--port-file", port_file,
+        cmd = [binary("sensegate-sink"), "--listen", f"127.0.0.1:{port}", "--port-file", port_file,
                "--out", out, "--batches-out", batches, *args]
-        proc = Proc(tag, cmd, os.path.join(self.dir, f"{tag}.log"))
+        proc = Proc(lt, cmd, os.path.join(self.dir, f"{lt}.log"))
         self.procs.append(proc)
         wait_for(lambda: (not proc.alive() and self._died(proc)) or
                  (os.path.exists(port_file) and open(port_file).read().strip()), 10,
@@ -216,7 +235,27 @@ class Env:
         proc.port = int(open(port_file).read().strip())
         proc.out = out
         proc.batches = batches
+        proc.tag = tag
+        proc.args = args
         return proc
+
+    def restart_sink(self, old, *args, log_tag=None):
+        """Stops `old` if it still runs and starts a sink on the same port with
+        the same output files (and `args`, default: old's). While it is down,
+        connections to the port are refused."""
+        old.stop()
+        self._restarts = getattr(self, "_restarts", 0) + 1
+        return self.start_sink(*(args or old.args), tag=old.tag, port=old.port,
+                               log_tag=log_tag or f"{old.tag}-{self._restarts}")
+
+    def restart_broker(self, old, log_tag=None):
+        """Stops `old` (SIGTERM: mosquitto saves its persistence file) and
+        starts mosquitto again on the same port, config and persistence dir."""
+        rc = old.stop()
+        assert rc == 0, f"mosquitto exit code {rc}"
+        self._restarts = getattr(self, "_restarts", 0) + 1
+        return self.start_broker(persistence=old.persistence, port=old.port, tag=old.tag,
+                                 log_tag=log_tag or f"{old.tag}-{self._restarts}")
 
     @staticmethod
     def _died(proc):
@@ -286,6 +325,10 @@ class Env:
         assert status == 200, body
         return parse_metrics(body)
 
+    def metric(self, gw, name, default=0.0):
+        """One value of /metrics, e.g. 'sensegate_forward_batches_total{result="retry"}'."""
+        return self.metrics(gw).get(name, default)
+
     # -- simulator ------------------------------------------------------
     def run_sim(self, broker_port, *args, tag="sim", timeout=300):
         truth = os.path.join(self.dir, f"{tag}-truth.jsonl")
@@ -306,9 +349,35 @@ class Env:
         summary["stdout"] = out
         return summary
 
-    def verify(self, truth, received):
+    def start_sim(self, broker_port, *args, tag="sim"):
+        """Starts sensegate-sim in the background (stdout and stderr in its
+        log); finish_sim() waits for it and returns the truth summary."""
+        truth = os.path.join(self.dir, f"{tag}-truth.jsonl")
+        cmd = [binary("sensegate-sim"), "--uri", f"tcp://127.0.0.1:{broker_port}",
+               "--truth", truth, "--client-id", f"sensegate-{tag}-{os.getpid()}", *args]
+        proc = Proc(tag, cmd, os.path.join(self.dir, f"{tag}.log"))
+        self.procs.append(proc)
+        proc.truth = truth
+        return proc
+
+    def finish_sim(self, proc, timeout=300):
+        rc = proc.wait(timeout)
+        if rc is None:
+            raise TimeoutError(f"{proc.name} still running after {timeout}s")
+        proc.log.close()
+        out = proc.output()
+        if rc != 0:
+            raise RuntimeError(f"sensegate-sim failed ({rc}):\n{out}")
+        with open(proc.truth) as f:
+            summary = json.loads(f.readline())
+        summary["truth"] = proc.truth
+        summary["stdout"] = out
+        return summary
+
+    def verify(self, truth, received, max_diffs=None):
+        extra = ["--max-diffs", str(max_diffs)] if max_diffs is not None else []
         r = subprocess.run([binary("sensegate-sink"), "verify", "--truth", truth,
-                            "--received", received], stdout=subprocess.PIPE,
+                            "--received", received, *extra], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=300)
         return r.returncode, r.stdout.decode()
 
@@ -319,6 +388,11 @@ class Env:
                 p.stop(timeout=10)
             except Exception:
                 pass
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception as e:
+                print(f"cleanup failed: {e}")
         if failed:
             for p in self.procs:
                 print(f"----- log of {p.name} ({p.log_path}) -----")
@@ -350,6 +424,86 @@ def yaml_scalar(v):
     if isinstance(v, list):
         return "[" + ", ".join(yaml_scalar(x) for x in v) + "]"
     return json.dumps(str(v))
+
+
+def wait_log(proc, text, timeout, what=None, after=0):
+    """Waits until `text` appears in proc's log after byte offset `after`;
+    returns the offset just past the first match."""
+    def cond():
+        data = proc.output()
+        i = data.find(text, after)
+        return i + len(text) if i >= 0 else None
+    return wait_for(cond, timeout, what or f"'{text}' in the log of {proc.name}")
+
+
+def read_jsonl(path):
+    """The complete JSON lines of a file (a torn last line is skipped)."""
+    out = []
+    if not os.path.exists(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            if line.endswith("\n") and line.strip():
+                out.append(json.loads(line))
+    return out
+
+
+def rollup_key(r):
+    return (r["sensor_id"], r["kind"], r["channel"], r["window_ms"], r["window_start_ms"])
+
+
+def write_truth(path, summaries, exclude=()):
+    """Writes one truth file from the rollup lines of several truth files,
+    leaving out rollups whose rollup_key is in `exclude`. Returns the number
+    of rollups written. (The verifier skips non-rollup lines.)"""
+    exclude = set(exclude)
+    n = 0
+    with open(path, "w") as out:
+        for s in summaries:
+            with open(s["truth"]) as f:
+                for line in f:
+                    o = json.loads(line)
+                    if o.get("type") != "rollup" or rollup_key(o) in exclude:
+                        continue
+                    out.write(line if line.endswith("\n") else line + "\n")
+                    n += 1
+    return n
+
+
+def merge_summaries(summaries):
+    """The summary of several simulator runs into one gateway, for check_identity."""
+    m = {"readings_sent": 0, "payloads_sent": 0, "malformed_payloads": 0, "rollups": 0,
+         "expected": {"accepted": 0, "duplicate": 0, "late": 0, "invalid": 0}}
+    for s in summaries:
+        for k in ("readings_sent", "payloads_sent", "malformed_payloads", "rollups"):
+            m[k] += s[k]
+        for k in m["expected"]:
+            m["expected"][k] += s["expected"][k]
+    return m
+
+
+def verify_diffs(out):
+    """Sorts the lines of `sensegate-sink verify` output by kind."""
+    kinds = {"missing": [], "unexpected": [], "duplicate": [], "mismatch": [], "malformed": []}
+    for line in out.splitlines():
+        for k in kinds:
+            if line.startswith(k + ":") or (k == "duplicate" and
+                                            line.startswith("duplicate delivery:")):
+                kinds[k].append(line)
+                break
+    return kinds
+
+
+_KEY_RE = re.compile(r"sensor=(\S+) kind=(\S+) channel=(\d+) window_ms=(\d+) "
+                     r"window_start_ms=(\d+)")
+
+
+def verify_key(line):
+    """The rollup_key named in one line of verify output (None if none)."""
+    mt = _KEY_RE.search(line)
+    if not mt:
+        return None
+    return (mt.group(1), mt.group(2), int(mt.group(3)), int(mt.group(4)), int(mt.group(5)))
 
 
 def check_identity(summary, m):

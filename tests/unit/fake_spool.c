@@ -238,3 +238,9 @@ size_t fake_spool_ack_calls(struct sg_spool *sp)
 {
     return sp->ack_calls;
 }
+
+const char *sg_spool_last_error(struct sg_spool *sp)
+{
+    (void)sp;
+    return "fake spool";
+}
