@@ -695,6 +695,12 @@ static enum MHD_Result handle_rollups(struct sink *s, struct MHD_Connection *c, 
     }
     pthread_mutex_unlock(&s->mu);
     if (mode != MODE_OK && mode != MODE_SLOW) {
+        /* The log line's time is when the answer was decided: tests measure
+         * the client's wait between a 503/429 and its next request from it. */
+        const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Idempotency-Key");
+        sg_log(SG_LOG_DEBUG, "sink", "failure mode=%s batch_id=%s retry_after=%s",
+               MODE_NAMES[mode], key != NULL ? key : "-",
+               retry_after[0] != '\0' ? retry_after : "-");
         return answer_mode(s, c, mode, retry_after);
     }
 
