@@ -40,5 +40,8 @@ test: build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j2
 	$(MAKE) --no-print-directory test-asan
 
+bench: build
+	python3 bench/bench.py --build $(BUILD) --out $(BUILD)/bench.json
+
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)

@@ -86,6 +86,56 @@ static void test_double_roundtrip(void)
     sg_buf_free(&b);
 }
 
+/* The reference: the shortest of %.15g/%.16g/%.17g that reads back. */
+static void reference_double(double v, char *out, size_t cap)
+{
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(out, cap, "%.*g", prec, v);
+        if (prec == 17 || strtod(out, NULL) == v) {
+            return;
+        }
+    }
+}
+
+/* sg_buf_put_double has an integer fast path for 1e-5 <= |v| < 1e15: it must
+ * print exactly what the reference prints, and read back bit-exact. */
+static void test_double_fast_path(void)
+{
+    struct sg_buf b = SG_BUF_INIT;
+    char ref[40];
+    srand(7);
+    int mismatches = 0, inexact = 0;
+    for (int i = 0; i < 200000; i++) {
+        double v;
+        switch (i % 4) {
+        case 0: /* sensor-like values at 0.01 resolution */
+            v = (double)(rand() % 2000000 - 1000000) / 100.0;
+            break;
+        case 1: /* log-uniform over the whole fast-path range */
+            v = pow(10.0, -5.0 + 20.0 * ((double)rand() / RAND_MAX));
+            break;
+        case 2: /* means and stddevs: quotients */
+            v = (double)(rand() % 100000 + 1) / (double)(rand() % 997 + 1);
+            break;
+        default: /* the range edges */
+            v = (i % 8 == 3 ? 1e-5 : 1e15) * (1.0 + ((double)rand() / RAND_MAX - 0.5) * 1e-9);
+            break;
+        }
+        if (v == (double)(int64_t)v) {
+            continue; /* integers take another path */
+        }
+        sg_buf_reset(&b);
+        sg_buf_put_double(&b, v);
+        reference_double(v, ref, sizeof ref);
+        mismatches += strcmp(b.data, ref) != 0;
+        double back = strtod(b.data, NULL);
+        inexact += memcmp(&back, &v, sizeof v) != 0;
+    }
+    CU_ASSERT_EQUAL(mismatches, 0);
+    CU_ASSERT_EQUAL(inexact, 0);
+    sg_buf_free(&b);
+}
+
 static void test_json_escape(void)
 {
     struct sg_buf b = SG_BUF_INIT;
@@ -180,6 +230,7 @@ int main(void)
     CU_add_test(s, "host:port", test_hostport);
     s = CU_add_suite("buf", NULL, NULL);
     CU_add_test(s, "doubles round-trip bit-exact", test_double_roundtrip);
+    CU_add_test(s, "fast path prints what %.15g/16g/17g would", test_double_fast_path);
     CU_add_test(s, "json escaping and printf growth", test_json_escape);
     s = CU_add_suite("reading", NULL, NULL);
     CU_add_test(s, "kind table", test_kinds);
