@@ -245,7 +245,7 @@ metrics:
   port_file: {pf}
 stats_interval_s: 60
 """)
-        p = self.spawn("gateway-" + tag, [self.exe("gateway/sensegate"), "--config", cfg])
+        p = self.spawn("gateway-" + tag, [self.exe("gateway/sensegate"), "--config", cfg, "--allow-root"])
         wait_for(lambda: os.path.exists(pf), 20, "gateway metrics port")
         p.metrics_port = int(open(pf).read().strip())
 

@@ -180,6 +180,7 @@ static const cyaml_schema_field_t top_fields[] = {
     F_UINT("stats_interval_s", TOP(stats_interval_s), SZ(stats_interval_s)),
     F_UINT("shutdown_timeout_ms", TOP(shutdown_timeout_ms), SZ(shutdown_timeout_ms)),
     F_MAP("log", TOP(log_level), SZ(log_level) + SZ(log_format), log_fields),
+    F_BOOL("allow_root", TOP(allow_root), SZ(allow_root)),
     CYAML_FIELD_END};
 
 static const cyaml_schema_value_t top_schema = {
@@ -260,6 +261,7 @@ static const struct rule rules[] = {
     {"shutdown_timeout_ms", 0, 3600000, 10000, NULL, NULL},
     {"log.level", 1, 5, 0, "info", log_levels},
     {"log.format", 1, 4, 0, "text", log_formats},
+    {"allow_root", 0, 1, 0, NULL, NULL},
 };
 
 #define NRULES (sizeof rules / sizeof rules[0])
@@ -1500,8 +1502,18 @@ static int read_file(const char *path, unsigned char **out, size_t *len, struct 
         errs_raw(e, "cannot open %s: %s", path, strerror(errno));
         return SG_EIO;
     }
-    buf = sg_xmalloc(MAX_FILE_BYTES + 1);
-    n = fread(buf, 1, MAX_FILE_BYTES + 1, f);
+    /* Grow as needed: a config is a few KiB, so no 1 MiB buffer per load. */
+    size_t cap = 8192;
+    buf = sg_xmalloc(cap);
+    for (;;) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (n < cap || n > MAX_FILE_BYTES) {
+            break;
+        }
+        cap = cap * 2 > MAX_FILE_BYTES + 1 ? MAX_FILE_BYTES + 1 : cap * 2;
+        buf = sg_xrealloc(buf, cap);
+    }
     if (ferror(f)) {
         errs_raw(e, "cannot read %s: %s", path, strerror(errno));
         goto cleanup;

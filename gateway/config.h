@@ -87,6 +87,8 @@ struct sg_config {
     uint64_t shutdown_timeout_ms;     /* shutdown_timeout_ms */
     char *log_level;                  /* log.level debug|info|warn|error */
     char *log_format;                 /* log.format text|json */
+    /* Added with issue 5 (append-only): */
+    bool allow_root;                  /* allow_root: run with euid 0 (default false) */
 };
 
 /* Loads and checks path into a new config. On error returns SG_EINVAL,

@@ -7,12 +7,15 @@
 #include "gateway.h"
 #include "log.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: sensegate [--config FILE]   run the gateway (embedded defaults without FILE)\n"
+    fprintf(f, "usage: sensegate [--config FILE] [--allow-root]\n"
+               "           run the gateway (embedded defaults without FILE)\n"
                "       sensegate --check-config FILE   check a configuration file\n"
                "       sensegate --version\n"
                "       sensegate --help\n"
@@ -23,6 +26,7 @@ int main(int argc, char **argv)
 {
     const char *config = NULL;
     const char *check = NULL;
+    bool allow_root = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
@@ -33,6 +37,8 @@ int main(int argc, char **argv)
             return 0;
         } else if ((strcmp(a, "--config") == 0 || strcmp(a, "-c") == 0) && i + 1 < argc) {
             config = argv[++i];
+        } else if (strcmp(a, "--allow-root") == 0) {
+            allow_root = true;
         } else if (strncmp(a, "--config=", 9) == 0) {
             config = a + 9;
         } else if (strcmp(a, "--check-config") == 0 && i + 1 < argc) {
@@ -59,6 +65,21 @@ int main(int argc, char **argv)
     if (sg_config_load(&cfg, config, err, sizeof err) != 0) {
         fprintf(stderr, "%s\n", err);
         return 1;
+    }
+    /* The gateway parses bytes from devices it does not control; it needs no
+     * privilege (ports above 1024, its own spool dir), so root is refused
+     * unless the operator says so. */
+    if (geteuid() == 0) {
+        if (!allow_root && !cfg->allow_root) {
+            fprintf(stderr,
+                    "sensegate: refusing to run as root: run it as an unprivileged user that owns "
+                    "spool.dir (e.g. a 'sensegate' system user), or set allow_root: true in the "
+                    "configuration (or pass --allow-root) if you really mean it\n");
+            sg_config_free(cfg);
+            return 1;
+        }
+        sg_log(SG_LOG_WARN, "gateway",
+               "running as root (allow_root); an unprivileged user is safer");
     }
     return sg_gateway_run(cfg);
 }

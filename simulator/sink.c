@@ -796,6 +796,8 @@ struct sink_opts {
     const char *token;
     const char *token_file;
     const char *retry_after;
+    const char *tls_cert;   /* --tls-cert: serve HTTPS with this PEM certificate (chain) */
+    const char *tls_key;    /* --tls-key: its PEM private key */
     uint64_t fail_503_ms;
     uint64_t slow_ms;
     uint64_t seed;
@@ -809,6 +811,7 @@ static void usage(FILE *f)
             "                      [--batches-out batches.jsonl] [--token T | --token-file F]\n"
             "                      [--fail-503-ms N] [--retry-after S] [--fail-rate 0.x --seed S]\n"
             "                      [--slow-ms N] [--log-level debug|info|warn|error]\n"
+            "                      [--tls-cert CERT.pem --tls-key KEY.pem]\n"
             "       sensegate-sink verify --truth TRUTH.jsonl --received ROLLUPS.jsonl"
             " [--max-diffs 20]\n"
             "       sensegate-sink --version\n"
@@ -842,6 +845,10 @@ static int parse_args(int argc, char **argv, struct sink_opts *o)
             o->token_file = v;
         } else if (strcmp(a, "--retry-after") == 0) {
             o->retry_after = v;
+        } else if (strcmp(a, "--tls-cert") == 0) {
+            o->tls_cert = v;
+        } else if (strcmp(a, "--tls-key") == 0) {
+            o->tls_key = v;
         } else if (strcmp(a, "--fail-503-ms") == 0) {
             if (sg_parse_u64(v, 0, UINT32_MAX, &o->fail_503_ms) != 0) {
                 fprintf(stderr, "sensegate-sink: --fail-503-ms: not a number of ms: %s\n", v);
@@ -880,6 +887,10 @@ static int parse_args(int argc, char **argv, struct sink_opts *o)
         fprintf(stderr, "sensegate-sink: --token and --token-file exclude each other\n");
         return 2;
     }
+    if ((o->tls_cert == NULL) != (o->tls_key == NULL)) {
+        fprintf(stderr, "sensegate-sink: --tls-cert and --tls-key go together\n");
+        return 2;
+    }
     if (o->fail_503_ms > 0 && o->slow_ms > 0) {
         fprintf(stderr, "sensegate-sink: --fail-503-ms and --slow-ms exclude each other\n");
         return 2;
@@ -910,6 +921,31 @@ static int read_token(const char *path, char **out)
         return SG_EINVAL;
     }
     *out = sg_xstrdup(buf);
+    return 0;
+}
+
+/* Reads a whole PEM file (at most 1 MiB) into a NUL-terminated string:
+ * libmicrohttpd takes the TLS certificate and key from memory. */
+static int read_pem(const char *path, char **out)
+{
+    FILE *f = fopen(path, "r");
+    size_t cap = 1u << 20, n;
+    char *buf;
+
+    if (f == NULL) {
+        fprintf(stderr, "sensegate-sink: cannot open %s: %s\n", path, strerror(errno));
+        return SG_EIO;
+    }
+    buf = sg_xmalloc(cap + 1);
+    n = fread(buf, 1, cap, f);
+    fclose(f);
+    if (n == 0 || n == cap) {
+        fprintf(stderr, "sensegate-sink: %s is empty or larger than 1 MiB\n", path);
+        free(buf);
+        return SG_EINVAL;
+    }
+    buf[n] = '\0';
+    *out = buf;
     return 0;
 }
 
@@ -1023,6 +1059,7 @@ int main(int argc, char **argv)
     struct sockaddr_in bound;
     socklen_t blen = sizeof(bound);
     int sig = 0;
+    char *tls_cert = NULL, *tls_key = NULL;
     int rc = 1;
 
     if (argc > 1 && strcmp(argv[1], "verify") == 0) {
@@ -1066,6 +1103,14 @@ int main(int argc, char **argv)
     } else if (o.token_file != NULL && read_token(o.token_file, &s.token) != 0) {
         goto cleanup;
     }
+    if (o.tls_cert != NULL &&
+        (read_pem(o.tls_cert, &tls_cert) != 0 || read_pem(o.tls_key, &tls_key) != 0)) {
+        goto cleanup;
+    }
+    if (tls_cert != NULL && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+        fprintf(stderr, "sensegate-sink: this libmicrohttpd was built without TLS\n");
+        goto cleanup;
+    }
     if (o.batches_out != NULL && load_seen(o.batches_out, s.seen) != 0) {
         fprintf(stderr, "sensegate-sink: cannot read %s: %s\n", o.batches_out, strerror(errno));
         goto cleanup;
@@ -1098,11 +1143,24 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-    d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                             MHD_USE_AUTO | MHD_USE_ERROR_LOG,
-                         0, NULL, NULL, on_request, &s, MHD_OPTION_SOCK_ADDR,
-                         (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
-                         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_END);
+    {
+        /* TLS options go in through an array so there is one start call. */
+        struct MHD_OptionItem tls_opts[] = {
+            {MHD_OPTION_HTTPS_MEM_CERT, 0, tls_cert},
+            {MHD_OPTION_HTTPS_MEM_KEY, 0, tls_key},
+            {MHD_OPTION_END, 0, NULL},
+        };
+        struct MHD_OptionItem no_opts[] = {{MHD_OPTION_END, 0, NULL}};
+        unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                             MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+        if (tls_cert != NULL) {
+            flags |= MHD_USE_TLS;
+        }
+        d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, &s, MHD_OPTION_SOCK_ADDR,
+                             (struct sockaddr *)&sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, &s,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)120, MHD_OPTION_ARRAY,
+                             tls_cert != NULL ? tls_opts : no_opts, MHD_OPTION_END);
+    }
     if (d == NULL) {
         fprintf(stderr, "sensegate-sink: cannot listen on %s\n", o.listen);
         goto cleanup;
@@ -1115,9 +1173,9 @@ int main(int argc, char **argv)
     if (o.port_file != NULL && write_port_file(o.port_file, ntohs(bound.sin_port)) != 0) {
         goto cleanup;
     }
-    sg_log(SG_LOG_INFO, "sink", "listening addr=%s port=%u token=%s out=%s",
-           inet_ntoa(bound.sin_addr), ntohs(bound.sin_port), s.token != NULL ? "yes" : "no",
-           o.out != NULL ? o.out : "-");
+    sg_log(SG_LOG_INFO, "sink", "listening addr=%s port=%u tls=%s token=%s out=%s",
+           inet_ntoa(bound.sin_addr), ntohs(bound.sin_port), tls_cert != NULL ? "yes" : "no",
+           s.token != NULL ? "yes" : "no", o.out != NULL ? o.out : "-");
 
     while (sigwait(&sigs, &sig) != 0) {
     }
@@ -1145,6 +1203,11 @@ cleanup:
     }
     json_decref(s.seen);
     free(s.token);
+    free(tls_cert);
+    if (tls_key != NULL) {
+        memset(tls_key, 0, strlen(tls_key));
+        free(tls_key);
+    }
     pthread_cond_destroy(&s.cv);
     pthread_mutex_destroy(&s.mu);
     return rc;

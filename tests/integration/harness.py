@@ -275,6 +275,8 @@ class Env:
         """Writes a YAML config; keyword overrides use __ for nesting (backend__url=...)."""
         cfg = {
             "gateway_id": "gw-test-001",
+            # CI and these tests run as root; the gateway refuses root otherwise.
+            "allow_root": os.geteuid() == 0,
             "mqtt": {"uri": f"tcp://127.0.0.1:{broker_port}",
                      "client_id": f"sensegate-{tag}-{os.getpid()}",
                      "topics": ["sensors/#"], "qos": 1},

@@ -92,7 +92,7 @@ static bool configs_equal(const struct sg_config *a, const struct sg_config *b)
         str_eq(a->metrics.port_file, b->metrics.port_file) &&
         a->stats_interval_s == b->stats_interval_s &&
         a->shutdown_timeout_ms == b->shutdown_timeout_ms && str_eq(a->log_level, b->log_level) &&
-        str_eq(a->log_format, b->log_format);
+        str_eq(a->log_format, b->log_format) && a->allow_root == b->allow_root;
     for (size_t i = 0; eq && i < a->mqtt.ntopics; i++) {
         eq = str_eq(a->mqtt.topics[i], b->mqtt.topics[i]);
     }
@@ -634,6 +634,25 @@ static void test_check_strings(void)
     expect_check("");
 }
 
+/* allow_root (issue 5): false by default, true or false only. */
+static void test_allow_root(void)
+{
+    struct sg_config *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(sg_config_load(&c, NULL, errbuf, sizeof errbuf), 0);
+    CU_ASSERT_FALSE(c->allow_root);
+    sg_config_free(c);
+    c = NULL;
+    CU_ASSERT_EQUAL_FATAL(sg_config_load(&c, write_temp("allow_root: true\n"), errbuf,
+                                         sizeof errbuf), 0);
+    CU_ASSERT_TRUE(c->allow_root);
+    sg_config_free(c);
+    c = NULL;
+    CU_ASSERT_EQUAL(sg_config_load(&c, write_temp("allow_root: yes\n"), errbuf, sizeof errbuf),
+                    SG_EINVAL);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_PTR_NOT_NULL(strstr(errbuf, ":1:13: allow_root: must be true or false (got 'yes')"));
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) {
@@ -642,6 +661,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("defaults", NULL, NULL);
     CU_add_test(s, "embedded defaults are the documented ones", test_defaults);
     CU_add_test(s, "a file of comments gives the defaults", test_empty_file_is_defaults);
+    CU_add_test(s, "allow_root", test_allow_root);
     s = CU_add_suite("sample", NULL, NULL);
     CU_add_test(s, "config/sensegate.yaml equals the defaults", test_sample_equals_defaults);
     CU_add_test(s, "its commented optional keys are valid", test_sample_optional_keys_valid);
