@@ -66,6 +66,8 @@ struct gw {
     size_t npending, cap_pending;
     struct sg_spool_mark *marks;
     struct sg_buf body;
+    enum sg_verdict *verdicts; /* per reading of the payload in hand (reading-age metric) */
+    size_t cap_verdicts;
     bool push_failed;          /* a batch could not be spooled since the last trim */
     uint64_t replay_clock_ms;  /* replay: arrival time of the last emulated tick */
     bool replaying;            /* replay: records are not new MQTT messages */
@@ -116,6 +118,9 @@ static void flush_batch(struct gw *g)
     if (rc == 0) {
         rc = sg_spool_push_marked(g->spool, seq, (int)c->backend.content_type,
                                   (const uint8_t *)g->body.data, g->body.len, now, g->marks, nmarks);
+        if (rc == 0) {
+            g->m.batches_spooled++;
+        }
     }
     if (rc != 0) {
         g->push_failed = true;
@@ -178,13 +183,17 @@ static void snapshot(struct gw *g)
     m->spool_dropped = ss->dropped;
     m->spool_dead_letters = ss->dead_letters;
     m->spool_errors = ss->errors;
+    m->spool_quarantined = ss->quarantined;
+    m->spool_dead_dropped = ss->dead_dropped;
     uint64_t now = sg_now_ms();
+    m->now_ms = now;
     m->spool_oldest_age_ms =
         ss->oldest_created_ms && now > ss->oldest_created_ms ? now - ss->oldest_created_ms : 0;
     if (g->inbox_open) {
         m->inbox_depth = atomic_load(&g->inbox.depth);
         m->inbox_bytes = atomic_load(&g->inbox.bytes);
         m->inbox_wait_seconds = (double)atomic_load(&g->inbox.wait_us) / 1e6;
+        m->inbox_overflows = atomic_load(&g->inbox.overflows);
     }
     m->forward_inflight = sg_forward_inflight(g->fwd);
     m->replay_skipped = rs->replay_skipped;
@@ -352,6 +361,23 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
     }
 }
 
+/* Reading age at arrival (gateway clock minus event time) of the accepted
+ * readings: clock skew and buffering at the sensors show here. */
+static void observe_ages(struct gw *g, const struct sg_reading *rd, size_t n, uint64_t arrival_ms)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (g->verdicts[i] != SG_VERDICT_ACCEPTED) {
+            continue;
+        }
+        if (rd[i].ts_ms > arrival_ms) {
+            g->m.readings_from_future++;
+            sg_hist_observe_age(&g->m.reading_age, 0);
+        } else {
+            sg_hist_observe_age(&g->m.reading_age, (double)(arrival_ms - rd[i].ts_ms) / 1000.0);
+        }
+    }
+}
+
 static void on_inbox(void *ctx, const struct sg_inmsg *msg)
 {
     struct gw *g = ctx;
@@ -368,6 +394,14 @@ static void on_inbox(void *ctx, const struct sg_inmsg *msg)
         g->m.decode_too_large++;
         return;
     }
+    if (!sg_decode_topic_ok(msg->topic, msg->topic_len)) {
+        /* Not sensors/<programme>/<district>/<device_id>: outside the
+         * contract, counted like any payload we cannot use. */
+        g->m.decode_errors++;
+        sg_log(SG_LOG_DEBUG, "decode", "dropped payload on malformed topic %.*s",
+               (int)msg->topic_len, msg->topic);
+        return;
+    }
     const struct sg_reading *rd = NULL;
     size_t n = 0;
     int rc = sg_decode_batch(g->dec, msg->payload, msg->payload_len, msg->arrival_ms, &rd, &n);
@@ -381,7 +415,12 @@ static void on_inbox(void *ctx, const struct sg_inmsg *msg)
         return;
     }
     /* The batch call prefetches each reading's series so lookups overlap. */
-    sg_rollup_add_batch(g->eng, rd, n, msg->arrival_ms, NULL);
+    if (n > g->cap_verdicts) {
+        g->cap_verdicts = n;
+        g->verdicts = sg_xrealloc(g->verdicts, n * sizeof *g->verdicts);
+    }
+    sg_rollup_add_batch(g->eng, rd, n, msg->arrival_ms, g->verdicts);
+    observe_ages(g, rd, n, msg->arrival_ms);
     /* Readings past limits.max_readings_per_batch were not decoded (that
      * would let a payload size our allocation) but each is still counted
      * invalid, through the same verdict counter as every other reading. */
@@ -436,6 +475,77 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+static bool topic_in(char *const *list, size_t n, const char *t)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], t) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Reload of mqtt.topics and mqtt.qos: the new list replaces the old one in
+ * oc (the strings are swapped with nc, which frees the old ones), the client
+ * resubscribes to it on every later connect, and, when connected now,
+ * unsubscribes what was removed and subscribes what was added (everything,
+ * if the QoS changed). Open windows, spool and session are untouched.
+ * Returns the number of topics added plus removed. */
+static size_t reload_topics(struct gw *g, struct sg_config *oc, struct sg_config *nc)
+{
+    char *added[SG_CONFIG_MAX_TOPICS], *removed[SG_CONFIG_MAX_TOPICS];
+    size_t nadd = 0, nrem = 0;
+    bool qos_changed = oc->mqtt.qos != nc->mqtt.qos;
+
+    for (size_t i = 0; i < nc->mqtt.ntopics; i++) {
+        if (qos_changed || !topic_in(oc->mqtt.topics, oc->mqtt.ntopics, nc->mqtt.topics[i])) {
+            added[nadd++] = nc->mqtt.topics[i];
+        }
+    }
+    for (size_t i = 0; i < oc->mqtt.ntopics; i++) {
+        if (!topic_in(nc->mqtt.topics, nc->mqtt.ntopics, oc->mqtt.topics[i])) {
+            removed[nrem++] = oc->mqtt.topics[i];
+        }
+    }
+    if (nadd == 0 && nrem == 0) {
+        return 0;
+    }
+    for (size_t i = 0; i < nadd; i++) {
+        sg_log(SG_LOG_INFO, "config", "SIGHUP: mqtt.topics: subscribing %s (qos %d)", added[i],
+               nc->mqtt.qos);
+    }
+    for (size_t i = 0; i < nrem; i++) {
+        sg_log(SG_LOG_INFO, "config", "SIGHUP: mqtt.topics: unsubscribing %s", removed[i]);
+    }
+    bool live = g->ingest != NULL && (g->mqtt == MQTT_UP || g->mqtt == MQTT_SUBSCRIBING);
+    if (live && sg_ingest_unsubscribe(g->ingest, removed, nrem) != 0) {
+        sg_log(SG_LOG_WARN, "ingest", "unsubscribe failed to start; the removed topics stay "
+                                      "subscribed until the next clean session");
+    }
+    /* Swap the lists: oc takes the new strings, nc (freed by the caller)
+     * the old ones, which the removed[] pointers refer to until then. */
+    for (size_t i = 0; i < SG_CONFIG_MAX_TOPICS; i++) {
+        char *t = oc->mqtt.topics[i];
+        oc->mqtt.topics[i] = nc->mqtt.topics[i];
+        nc->mqtt.topics[i] = t;
+    }
+    size_t n = oc->mqtt.ntopics;
+    oc->mqtt.ntopics = nc->mqtt.ntopics;
+    nc->mqtt.ntopics = n;
+    oc->mqtt.qos = nc->mqtt.qos;
+    if (g->ingest != NULL) {
+        sg_ingest_set_topics(g->ingest, oc->mqtt.topics, oc->mqtt.ntopics, oc->mqtt.qos);
+    }
+    if (live && sg_ingest_subscribe_topics(g->ingest, added, nadd) != 0) {
+        sg_log(SG_LOG_WARN, "ingest", "subscribe failed to start; reconnecting");
+        sg_ingest_disconnect(g->ingest, 0);
+        mqtt_retry_later(g);
+    } else if (!live) {
+        sg_log(SG_LOG_INFO, "config", "SIGHUP: not connected; the new topics apply on connect");
+    }
+    return nadd + nrem;
+}
+
 static void reload(struct gw *g)
 {
     char err[4096];
@@ -470,8 +580,10 @@ static void reload(struct gw *g)
         sg_log_min_level = lvl;
     }
     sg_log_json = strcmp(nc->log_format, "json") == 0;
+    size_t topic_changes = g->stop == RUNNING ? reload_topics(g, oc, nc) : 0;
     sg_config_free(nc);
-    sg_log(SG_LOG_INFO, "config", "SIGHUP: reloaded %s", path);
+    sg_log(SG_LOG_INFO, "config", "SIGHUP: reloaded %s (topics %zu, %zu change(s))", path,
+           oc->mqtt.ntopics, topic_changes);
 }
 
 static void begin_stop(struct gw *g);
@@ -722,6 +834,19 @@ static int recover(struct gw *g)
     return 0;
 }
 
+/* The URL without any user:password@ part, for logs. */
+static void redact_url(const char *url, char *out, size_t cap)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    if (at != NULL && (slash == NULL || at < slash)) {
+        snprintf(out, cap, "%.*s***@%s", (int)(scheme + 3 - url), url, at + 1);
+    } else {
+        snprintf(out, cap, "%s", url);
+    }
+}
+
 static int start(struct gw *g)
 {
     struct sg_config *c = g->cfg;
@@ -732,6 +857,15 @@ static int start(struct gw *g)
     for (size_t i = 0; i < 4; i++) {
         uv_timer_init(&g->loop, timers[i]);
         timers[i]->data = g;
+    }
+    /* Signals next, so a SIGTERM during start-up or recovery is handled by
+     * the loop as soon as it runs instead of killing the process. */
+    uv_signal_t *sigs[] = {&g->sig_term, &g->sig_int, &g->sig_hup};
+    int signums[] = {SIGTERM, SIGINT, SIGHUP};
+    for (size_t i = 0; i < 3; i++) {
+        uv_signal_init(&g->loop, sigs[i]);
+        sigs[i]->data = g;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
     }
 
     if (c->backend.token_file != NULL) {
@@ -873,19 +1007,15 @@ static int start(struct gw *g)
         return -1;
     }
 
-    uv_signal_t *sigs[] = {&g->sig_term, &g->sig_int, &g->sig_hup};
-    int signums[] = {SIGTERM, SIGINT, SIGHUP};
-    for (size_t i = 0; i < 3; i++) {
-        uv_signal_init(&g->loop, sigs[i]);
-        sigs[i]->data = g;
-        uv_signal_start(sigs[i], on_signal, signums[i]);
-    }
     uv_timer_start(&g->tick_timer, on_tick, 1000, 1000);
     g->last_stats_mono = uv_now(&g->loop);
 
+    char safe_url[1024], safe_uri[1024];
+    redact_url(c->backend.url, safe_url, sizeof safe_url);
+    redact_url(c->mqtt.uri, safe_uri, sizeof safe_uri);
     sg_log(SG_LOG_INFO, "gateway",
            "sensegate %s started gateway_id=%s mqtt=%s backend=%s metrics=%s (port %u) spool=%s",
-           SG_VERSION, c->gateway_id, c->mqtt.uri, c->backend.url, c->metrics.listen,
+           SG_VERSION, c->gateway_id, safe_uri, safe_url, c->metrics.listen,
            (unsigned)sg_http_port(g->http), c->spool.dir);
     sg_forward_kick(g->fwd);
     mqtt_connect(g);
@@ -950,6 +1080,7 @@ int sg_gateway_run(struct sg_config *cfg)
     sg_buf_free(&g->body);
     free(g->pending);
     free(g->marks);
+    free(g->verdicts);
     if (g->token != NULL) {
         memset(g->token, 0, strlen(g->token));
         free(g->token);

@@ -23,6 +23,25 @@ struct sg_ingest {
 
 const char *sg_ingest_strerror(int code)
 {
+    /* CONNACK return codes (MQTT 3.1.1) and reason codes (MQTT 5) come back
+     * as positive codes, which MQTTAsync_strerror calls "Unknown error". */
+    switch (code) {
+    case 1:
+        return "broker refused the connection: unacceptable protocol version";
+    case 2:
+        return "broker refused the connection: client identifier rejected";
+    case 3:
+        return "broker refused the connection: server unavailable";
+    case 4:
+    case 0x86:
+        return "broker refused the connection: bad user name or password";
+    case 5:
+    case 0x87:
+        return "broker refused the connection: not authorized (check mqtt.username, "
+               "mqtt.password_file, the client certificate and the broker's ACL)";
+    default:
+        break;
+    }
     const char *s = MQTTAsync_strerror(code);
     return s ? s : "unknown MQTT error";
 }
@@ -73,15 +92,37 @@ static void on_connect_ok5(void *ctx, MQTTAsync_successData5 *d)
                   NULL, 0);
 }
 
+static bool is_tls_uri(const char *uri)
+{
+    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
+           strncmp(uri, "wss://", 6) == 0;
+}
+
+/* Paho thread: for ssl:// a failed handshake or certificate check only
+ * comes back as code -1; say what it can mean (an OpenSSL reason, when
+ * there is one, was logged by on_ssl_error). */
+static void log_tls_failure(const struct sg_ingest *in, int code, const char *msg)
+{
+    if (code == MQTTASYNC_FAILURE && is_tls_uri(in->o.uri)) {
+        sg_log(SG_LOG_WARN, "ingest",
+               "TLS connect to %s failed (%s): the broker's certificate is not signed by "
+               "mqtt.ca_file, does not name this host, or the broker refused our client "
+               "certificate",
+               in->o.uri, msg != NULL ? msg : "no detail from Paho");
+    }
+}
+
 static void on_connect_fail(void *ctx, MQTTAsync_failureData *d)
 {
     struct sg_ingest *in = ctx;
+    log_tls_failure(in, d ? d->code : -1, d ? d->message : NULL);
     sg_inbox_push(in->ib, SG_INBOX_CONNECT_FAILED, d ? d->code : -1, NULL, 0, NULL, 0);
 }
 
 static void on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
 {
     struct sg_ingest *in = ctx;
+    log_tls_failure(in, d ? d->code : -1, d ? d->message : NULL);
     sg_inbox_push(in->ib, SG_INBOX_CONNECT_FAILED, d ? (d->code ? d->code : (int)d->reasonCode) : -1,
                   NULL, 0, NULL, 0);
 }
@@ -159,11 +200,21 @@ static void on_disc_fail5(void *ctx, MQTTAsync_failureData5 *d)
     sg_inbox_push(in->ib, SG_INBOX_DISCONNECTED, d ? d->code : -1, NULL, 0, NULL, 0);
 }
 
-static bool is_tls_uri(const char *uri)
+/* Paho thread: OpenSSL's reason when a TLS handshake with the broker fails
+ * (e.g. "certificate verify failed", "unknown ca"), so the log says why the
+ * connect was refused, not only that it was. OpenSSL's text never holds
+ * key material. One line each; sg_log writes it with a single write(2). */
+static int on_ssl_error(const char *str, size_t len, void *u)
 {
-    return strncmp(uri, "ssl://", 6) == 0 || strncmp(uri, "mqtts://", 8) == 0 ||
-           strncmp(uri, "wss://", 6) == 0;
+    const struct sg_ingest *in = u;
+    while (len > 0 && (str[len - 1] == '\n' || str[len - 1] == '\r')) {
+        len--;
+    }
+    sg_log(SG_LOG_ERROR, "ingest", "TLS to the broker %s failed: %.*s", in->o.uri,
+           (int)(len > 1024 ? 1024 : len), str);
+    return 0;
 }
+
 
 int sg_ingest_new(struct sg_ingest **out, struct sg_inbox *ib, const struct sg_ingest_opts *o,
                   char *err, size_t errcap)
@@ -243,6 +294,8 @@ int sg_ingest_connect(struct sg_ingest *in)
         in->ssl.disableDefaultTrustStore = o->ca_file != NULL;
         /* Paho lowers OpenSSL's security level to 1; restore Debian's 2. */
         in->ssl.enabledCipherSuites = "DEFAULT:@SECLEVEL=2";
+        in->ssl.ssl_error_cb = on_ssl_error;
+        in->ssl.ssl_error_context = in;
         co.ssl = &in->ssl;
     }
     int rc = MQTTAsync_connect(in->client, &co);
@@ -294,4 +347,97 @@ void sg_ingest_free(struct sg_ingest *in)
     }
     free(in->qos_list);
     free(in);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reload: topic re-diff (SIGHUP). Added topics are subscribed one per
+ * SUBSCRIBE, so each answer carries exactly one granted QoS / reason code. */
+
+static void on_sub1_ok(void *ctx, MQTTAsync_successData *d)
+{
+    struct sg_ingest *in = ctx;
+    int rc = d != NULL && d->alt.qos >= 0x80 ? d->alt.qos : 0;
+    sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, rc, NULL, 0, NULL, 0);
+}
+
+static void on_unsub_ok(void *ctx, MQTTAsync_successData *d)
+{
+    (void)ctx;
+    (void)d;
+    sg_log(SG_LOG_INFO, "ingest", "unsubscribe acknowledged by the broker");
+}
+
+static void on_unsub_ok5(void *ctx, MQTTAsync_successData5 *d)
+{
+    (void)ctx;
+    (void)d;
+    sg_log(SG_LOG_INFO, "ingest", "unsubscribe acknowledged by the broker");
+}
+
+static void on_unsub_fail(void *ctx, MQTTAsync_failureData *d)
+{
+    (void)ctx;
+    sg_log(SG_LOG_WARN, "ingest", "unsubscribe refused (code %d)", d ? d->code : -1);
+}
+
+static void on_unsub_fail5(void *ctx, MQTTAsync_failureData5 *d)
+{
+    (void)ctx;
+    sg_log(SG_LOG_WARN, "ingest", "unsubscribe refused (code %d)",
+           d ? (d->code ? d->code : (int)d->reasonCode) : -1);
+}
+
+int sg_ingest_set_topics(struct sg_ingest *in, char *const *topics, size_t ntopics, int qos)
+{
+    if (in == NULL || topics == NULL || ntopics == 0 || qos < 0 || qos > 1) {
+        return SG_EINVAL;
+    }
+    int *ql = sg_xcalloc(ntopics, sizeof(int));
+    for (size_t i = 0; i < ntopics; i++) {
+        ql[i] = qos;
+    }
+    free(in->qos_list);
+    in->qos_list = ql;
+    in->o.topics = topics;
+    in->o.ntopics = ntopics;
+    in->o.qos = qos;
+    return 0;
+}
+
+int sg_ingest_subscribe_topics(struct sg_ingest *in, char *const *topics, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        ro.context = in;
+        if (in->o.version == 5) {
+            ro.onSuccess5 = on_sub_ok5;
+            ro.onFailure5 = on_sub_fail5;
+        } else {
+            ro.onSuccess = on_sub1_ok;
+            ro.onFailure = on_sub_fail;
+        }
+        int rc = MQTTAsync_subscribe(in->client, topics[i], in->o.qos, &ro);
+        if (rc != MQTTASYNC_SUCCESS) {
+            return rc < 0 ? rc : -rc;
+        }
+    }
+    return 0;
+}
+
+int sg_ingest_unsubscribe(struct sg_ingest *in, char *const *topics, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.context = in;
+    if (in->o.version == 5) {
+        ro.onSuccess5 = on_unsub_ok5;
+        ro.onFailure5 = on_unsub_fail5;
+    } else {
+        ro.onSuccess = on_unsub_ok;
+        ro.onFailure = on_unsub_fail;
+    }
+    int rc = MQTTAsync_unsubscribeMany(in->client, (int)n, (char *const *)topics, &ro);
+    return rc == MQTTASYNC_SUCCESS ? 0 : (rc < 0 ? rc : -rc);
 }

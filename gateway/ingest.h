@@ -54,6 +54,23 @@ int sg_ingest_connect(struct sg_ingest *in);
 /* Subscribes to every topic → SG_INBOX_SUBSCRIBED(arg=0 ok, else code). */
 int sg_ingest_subscribe(struct sg_ingest *in);
 
+/* Reload: replaces the topic list and QoS that later sg_ingest_subscribe
+ * calls (every reconnect) use. topics[0..ntopics) must stay valid while in
+ * uses them (the gateway passes its config's array). Makes no network call.
+ * Returns 0, or SG_EINVAL (no topics, bad qos; nothing changed). */
+int sg_ingest_set_topics(struct sg_ingest *in, char *const *topics, size_t ntopics, int qos);
+
+/* Reload: subscribes to topics[0..n) only, one SUBSCRIBE each, at the
+ * current QoS → one SG_INBOX_SUBSCRIBED(arg=0 ok, else code) per topic.
+ * Returns 0 or a negative Paho code (those not yet started post nothing). */
+int sg_ingest_subscribe_topics(struct sg_ingest *in, char *const *topics, size_t n);
+
+/* Reload: unsubscribes from topics[0..n). Posts nothing to the inbox; the
+ * broker's answer is logged from Paho's thread (module ingest: "unsubscribe
+ * acknowledged by the broker" or "unsubscribe refused"). Returns 0 or a
+ * negative Paho code. */
+int sg_ingest_unsubscribe(struct sg_ingest *in, char *const *topics, size_t n);
+
 /* Starts a clean disconnect → SG_INBOX_DISCONNECTED. */
 int sg_ingest_disconnect(struct sg_ingest *in, int timeout_ms);
 

@@ -3,7 +3,7 @@
  * (exposition format 0.0.4) and as the one-line stats summary, and holds the
  * fixed-bucket latency histogram.
  *
- * Invariants: every field of struct sg_metrics appears in the Prometheus
+ * Invariants: every counter and gauge of struct sg_metrics appears in the Prometheus
  * output exactly once (the contract names from contract.md section 4 are kept
  * as written); labels come only from fixed enums (result, reason), never from
  * sensor data, so the series count is constant. Histogram buckets are
@@ -32,7 +32,11 @@ const double sg_hist_bounds[SG_HIST_BUCKETS - 1] = {
 /* The four verdicts in the order of struct sg_metrics.readings. */
 static const char *const verdict_names[4] = {"accepted", "duplicate", "late", "invalid"};
 
-void sg_hist_observe(struct sg_hist *h, double seconds)
+const double sg_age_bounds[SG_HIST_BUCKETS - 1] = {
+    0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600,
+};
+
+static void hist_observe(struct sg_hist *h, const double *bounds, double seconds)
 {
     size_t i;
 
@@ -45,13 +49,23 @@ void sg_hist_observe(struct sg_hist *h, double seconds)
         seconds = 0;
     }
     for (i = 0; i < SG_HIST_BUCKETS - 1; i++) {
-        if (seconds <= sg_hist_bounds[i]) {
+        if (seconds <= bounds[i]) {
             break;
         }
     }
     h->counts[i]++;
     h->count++;
     h->sum += seconds;
+}
+
+void sg_hist_observe(struct sg_hist *h, double seconds)
+{
+    hist_observe(h, sg_hist_bounds, seconds);
+}
+
+void sg_hist_observe_age(struct sg_hist *h, double seconds)
+{
+    hist_observe(h, sg_age_bounds, seconds);
 }
 
 /* Appends a sample value: integers exactly, other finite values with the
@@ -144,7 +158,7 @@ static void put_labelled(struct sg_buf *out, const char *name, const char *label
 }
 
 static void put_hist(struct sg_buf *out, const char *name, const char *help,
-                     const struct sg_hist *h)
+                     const struct sg_hist *h, const double *bounds)
 {
     uint64_t cum = 0;
     size_t i;
@@ -154,7 +168,7 @@ static void put_hist(struct sg_buf *out, const char *name, const char *help,
         cum += h->counts[i];
         sg_buf_printf(out, "%s_bucket{le=\"", name);
         if (i < SG_HIST_BUCKETS - 1) {
-            put_value(out, sg_hist_bounds[i]);
+            put_value(out, bounds[i]);
         } else {
             sg_buf_puts(out, "+Inf");
         }
@@ -169,6 +183,18 @@ static void put_hist(struct sg_buf *out, const char *name, const char *help,
     sg_buf_printf(out, "\n%s_count ", name);
     sg_buf_put_u64(out, cum);
     sg_buf_putc(out, '\n');
+}
+
+/* Seconds from the newest message (or, before the first, from start) to the
+ * snapshot time; 0 when the snapshot time is unknown or earlier. */
+static double since_last_message(const struct sg_metrics *m)
+{
+    uint64_t from = m->last_message_ms ? m->last_message_ms : m->start_time_ms;
+
+    if (m->now_ms == 0 || from == 0 || m->now_ms <= from) {
+        return 0;
+    }
+    return (double)(m->now_ms - from) / 1000.0;
 }
 
 void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out)
@@ -211,6 +237,12 @@ void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out
     put_double(out, "sensegate_last_message_timestamp_seconds", "gauge",
                "Wall-clock time of the newest MQTT message (0 = none yet).",
                (double)m->last_message_ms / 1000.0);
+    put_double(out, "sensegate_seconds_since_last_message", "gauge",
+               "Seconds since the newest MQTT message (since start when none yet).",
+               since_last_message(m));
+    put_u64(out, "sensegate_inbox_overflows_total", "counter",
+            "Messages appended over the inbox bound after the back-pressure wait.",
+            m->inbox_overflows);
 
     /* decode and verdicts */
     put_u64(out, "sensegate_decode_errors_total", "counter",
@@ -223,6 +255,12 @@ void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out
     for (i = 0; i < 4; i++) {
         put_labelled(out, "sensegate_readings_total", "result", verdict_names[i], m->readings[i]);
     }
+    put_hist(out, "sensegate_reading_age_seconds",
+             "Accepted readings: gateway clock at arrival minus ts_ms (clock skew shows here).",
+             &m->reading_age, sg_age_bounds);
+    put_u64(out, "sensegate_readings_from_future_total", "counter",
+            "Accepted readings stamped ahead of the gateway clock (observed as age 0).",
+            m->readings_from_future);
     put_header(out, "sensegate_invalid_readings_total", "counter",
                "Invalid readings by reason; sums to readings_total{result=\"invalid\"}.");
     for (i = 1; i < SG_INVALID_COUNT; i++) {
@@ -253,10 +291,10 @@ void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out
     put_u64(out, "sensegate_forward_inflight", "gauge", "Batch POSTs in flight.",
             m->forward_inflight);
     put_hist(out, "sensegate_forward_latency_seconds", "Time from request start to a 2xx answer.",
-             &m->forward_latency);
+             &m->forward_latency, sg_hist_bounds);
     put_hist(out, "sensegate_delivery_delay_seconds",
              "Time from window close to a 2xx answer (batches spooled in this run).",
-             &m->delivery_delay);
+             &m->delivery_delay, sg_hist_bounds);
 
     /* spool */
     put_u64(out, "sensegate_spool_batches", "gauge", "Batches waiting in the spool.",
@@ -269,6 +307,12 @@ void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out
             "Batches rejected by the backend and kept in dead letters.", m->spool_dead_letters);
     put_u64(out, "sensegate_spool_errors_total", "counter", "Failed spool writes.",
             m->spool_errors);
+    put_u64(out, "sensegate_spooled_batches_total", "counter",
+            "Batches this process stored in the spool for delivery.", m->batches_spooled);
+    put_u64(out, "sensegate_spool_quarantined_files_total", "counter",
+            "Corrupt spool files moved aside at start-up.", m->spool_quarantined);
+    put_u64(out, "sensegate_dead_letters_dropped_total", "counter",
+            "Oldest dead letters dropped at their bound.", m->spool_dead_dropped);
     put_u64(out, "sensegate_journal_records_total", "counter",
             "Messages appended to the ingest journal before their PUBACK.", m->journal_appended);
     put_u64(out, "sensegate_journal_errors_total", "counter",
@@ -295,7 +339,8 @@ void sg_metrics_render_line(const struct sg_metrics *m, struct sg_buf *out)
                   "stats msgs=%llu readings=%llu accepted=%llu duplicate=%llu late=%llu "
                   "invalid=%llu decode_errors=%llu series=%llu rollups=%llu fwd_ok=%llu "
                   "fwd_retry=%llu fwd_rejected=%llu fwd_inflight=%llu spool_batches=%llu "
-                  "spool_bytes=%llu spool_dropped=%llu dead_letters=%llu mqtt=%s",
+                  "spool_bytes=%llu spool_dropped=%llu dead_letters=%llu mqtt=%s "
+                  "last_msg_age_s=%.1f spool_age_s=%.1f reconnects=%llu",
                   (unsigned long long)m->mqtt_messages, (unsigned long long)total,
                   (unsigned long long)m->readings[0], (unsigned long long)m->readings[1],
                   (unsigned long long)m->readings[2], (unsigned long long)m->readings[3],
@@ -304,7 +349,9 @@ void sg_metrics_render_line(const struct sg_metrics *m, struct sg_buf *out)
                   (unsigned long long)m->forward_retry, (unsigned long long)m->forward_rejected,
                   (unsigned long long)m->forward_inflight, (unsigned long long)m->spool_batches,
                   (unsigned long long)m->spool_bytes, (unsigned long long)m->spool_dropped,
-                  (unsigned long long)m->spool_dead_letters, m->mqtt_connected ? "up" : "down");
+                  (unsigned long long)m->spool_dead_letters, m->mqtt_connected ? "up" : "down",
+                  since_last_message(m), (double)m->spool_oldest_age_ms / 1000.0,
+                  (unsigned long long)m->mqtt_reconnects);
 }
 
 /* utime and stime (fields 14 and 15) from /proc/self/stat, in seconds.

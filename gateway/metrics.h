@@ -24,9 +24,16 @@ struct sg_hist {
 extern const double sg_hist_bounds[SG_HIST_BUCKETS - 1];
 void sg_hist_observe(struct sg_hist *h, double seconds);
 
+/* Reading-age histogram: same struct, wider bounds in seconds, because event
+ * time can trail the gateway clock by up to validation.max_past_ms.
+ * Bounds: 0.1 0.25 0.5 1 2.5 5 10 30 60 300 900 1800 3600 +Inf */
+extern const double sg_age_bounds[SG_HIST_BUCKETS - 1];
+void sg_hist_observe_age(struct sg_hist *h, double seconds);
+
 struct sg_metrics {
     const char *gateway_id;
     uint64_t start_time_ms;            /* process start, epoch ms */
+    uint64_t now_ms;                   /* snapshot time, epoch ms (0 = unknown) */
     /* ingest */
     uint64_t mqtt_messages;            /* PUBLISH payloads received */
     uint64_t mqtt_connected;           /* 1 when connected and subscribed */
@@ -36,10 +43,13 @@ struct sg_metrics {
     uint64_t inbox_bytes;              /* bytes waiting (gauge) */
     double inbox_wait_seconds;         /* Paho thread time blocked on a full inbox */
     uint64_t last_message_ms;          /* epoch ms of the newest message, 0 = none */
+    uint64_t inbox_overflows;          /* records appended over the inbox bound */
     /* decode and verdicts */
     uint64_t decode_errors;            /* payloads that did not decode */
     uint64_t decode_too_large;         /* of which over limits.max_payload_bytes */
     uint64_t readings[4];              /* accepted, duplicate, late, invalid */
+    struct sg_hist reading_age;        /* accepted: arrival_ms - ts_ms, seconds (sg_age_bounds) */
+    uint64_t readings_from_future;     /* accepted with ts_ms > arrival_ms (age observed as 0) */
     uint64_t invalid_by_reason[SG_INVALID_COUNT];
     uint64_t active_series;
     uint64_t open_windows;
@@ -62,6 +72,9 @@ struct sg_metrics {
     uint64_t spool_dead_letters;       /* gauge: batches in dead letters */
     uint64_t spool_errors;             /* failed spool writes */
     uint64_t spool_oldest_age_ms;      /* gauge */
+    uint64_t batches_spooled;          /* batches this run stored in the spool */
+    uint64_t spool_quarantined;        /* corrupt spool files moved aside at open */
+    uint64_t spool_dead_dropped;       /* dead letters dropped at their bound */
     /* journal and recovery */
     uint64_t journal_appended;         /* messages made durable before their PUBACK */
     uint64_t journal_errors;           /* failed journal writes (those went memory-only) */
@@ -79,7 +92,8 @@ struct sg_metrics {
 void sg_metrics_render_prometheus(const struct sg_metrics *m, struct sg_buf *out);
 
 /* Appends the one-line summary (no trailing newline), e.g.
- * "stats msgs=120 readings=2400 accepted=2390 duplicate=5 late=3 invalid=2 ..." */
+ * "stats msgs=120 readings=2400 accepted=2390 duplicate=5 late=3 invalid=2 ...
+ *  mqtt=up last_msg_age_s=0.4 spool_age_s=0 reconnects=0". */
 void sg_metrics_render_line(const struct sg_metrics *m, struct sg_buf *out);
 
 /* Fills cpu_seconds, rss_bytes and open_fds from /proc/self (Linux);

@@ -6,8 +6,10 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config python3
   libpaho-mqtt-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler libcunit1-dev
-  libcurl4-openssl-dev libcyaml-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
-  mosquitto mosquitto-clients curl
+  libcurl4-openssl-dev libcyaml-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
+  mosquitto mosquitto-clients curl openssl valgrind
+  # Tests: a real Prometheus scrapes the gateway; the live view runs in tmux.
+  prometheus tmux
 )
 if [[ "${1:-}" == "--dev" ]]; then
   pkgs+=(clang-14 libclang-rt-14-dev valgrind)
@@ -32,5 +34,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# Debian starts a system mosquitto on port 1883 where systemd runs; our tests
-# and demo start their own broker on a free loopback port and never use it.
+# Debian starts a system mosquitto (and prometheus) where systemd runs; our
+# tests and demo start their own on free loopback ports and never use them.
+if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
+  $SUDO systemctl disable --now prometheus mosquitto >/dev/null 2>&1 || true
+fi

@@ -84,6 +84,12 @@ static void fill(struct sg_metrics *m)
     m->cpu_seconds = 0.25;
     m->rss_bytes = 10485760;
     m->open_fds = 23;
+    m->now_ms = 1700000004500ULL;
+    m->inbox_overflows = 47;
+    m->readings_from_future = 48;
+    m->batches_spooled = 49;
+    m->spool_quarantined = 50;
+    m->spool_dead_dropped = 51;
 }
 
 static void test_contract_metrics(void)
@@ -141,6 +147,15 @@ static void test_contract_metrics(void)
     assert_line(b.data, "process_resident_memory_bytes 10485760");
     assert_line(b.data, "process_open_fds 23");
     assert_line(b.data, "process_start_time_seconds 1700000000.5");
+    /* now_ms - last_message_ms = 3.5 s */
+    assert_line(b.data, "sensegate_seconds_since_last_message 3.5");
+    assert_line(b.data, "sensegate_inbox_overflows_total 47");
+    assert_line(b.data, "sensegate_readings_from_future_total 48");
+    assert_line(b.data, "sensegate_spooled_batches_total 49");
+    assert_line(b.data, "sensegate_spool_quarantined_files_total 50");
+    assert_line(b.data, "sensegate_dead_letters_dropped_total 51");
+    assert_line(b.data, "sensegate_reading_age_seconds_count 0");
+    assert_line(b.data, "# TYPE sensegate_reading_age_seconds histogram");
     snprintf(line, sizeof(line), "sensegate_build_info{version=\"%s\",gateway_id=\"gw-zz-001\"} 1",
              SG_VERSION);
     assert_line(b.data, line);
@@ -215,8 +230,8 @@ static void test_every_sample_has_help_and_type(void)
             CU_ASSERT(strlen(fam) > 6 && strcmp(fam + strlen(fam) - 6, "_total") == 0);
         }
     }
-    /* 42 plain samples, the invalid reasons, 2 histograms of buckets + sum + count. */
-    CU_ASSERT_EQUAL(samples, 42 + (SG_INVALID_COUNT - 1) + 2 * (SG_HIST_BUCKETS + 2));
+    /* 48 plain samples, the invalid reasons, 3 histograms of buckets + sum + count. */
+    CU_ASSERT_EQUAL(samples, 48 + (SG_INVALID_COUNT - 1) + 3 * (SG_HIST_BUCKETS + 2));
     free(copy);
     sg_buf_free(&b);
 }
@@ -265,6 +280,68 @@ static void test_histogram_cumulative(void)
     sg_buf_free(&b);
 }
 
+/* Reading ages use their own, wider bounds; every bucket is checked against
+ * a direct count over the same values. */
+static void test_age_histogram(void)
+{
+    static const double values[] = {0.0,  0.05, 0.1,  0.2,   0.25, 0.9,  1.0,    3.0,
+                                    10.0, 29.9, 59.0, 299.0, 301,  1200, 3600.0, 7200.0, -5.0};
+    const size_t nv = sizeof(values) / sizeof(values[0]);
+    struct sg_buf b = SG_BUF_INIT;
+    struct sg_metrics m;
+    char line[256];
+    uint64_t expect;
+    size_t i, j;
+
+    memset(&m, 0, sizeof(m));
+    for (i = 0; i < nv; i++) {
+        sg_hist_observe_age(&m.reading_age, values[i]);
+    }
+    sg_metrics_render_prometheus(&m, &b);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b.data);
+    for (j = 0; j < SG_HIST_BUCKETS - 1; j++) {
+        expect = 0;
+        for (i = 0; i < nv; i++) {
+            expect += (values[i] < 0 ? 0 : values[i]) <= sg_age_bounds[j];
+        }
+        snprintf(line, sizeof(line), "sensegate_reading_age_seconds_bucket{le=\"%g\"} %llu",
+                 sg_age_bounds[j], (unsigned long long)expect);
+        assert_line(b.data, line);
+    }
+    assert_line(b.data, "sensegate_reading_age_seconds_bucket{le=\"3600\"} 16");
+    assert_line(b.data, "sensegate_reading_age_seconds_bucket{le=\"+Inf\"} 17");
+    /* The latency histogram is untouched. */
+    assert_line(b.data, "sensegate_forward_latency_seconds_count 0");
+    sg_buf_free(&b);
+}
+
+/* Seconds since the last message: from start before the first message,
+ * never negative, 0 when the snapshot time is unknown. */
+static void test_since_last_message(void)
+{
+    struct sg_buf b = SG_BUF_INIT;
+    struct sg_metrics m;
+
+    memset(&m, 0, sizeof(m));
+    m.start_time_ms = 1000000;
+    m.now_ms = 1012250;
+    sg_metrics_render_prometheus(&m, &b);
+    assert_line(b.data, "sensegate_seconds_since_last_message 12.25");
+    sg_buf_reset(&b);
+    m.last_message_ms = 1012000;
+    sg_metrics_render_prometheus(&m, &b);
+    assert_line(b.data, "sensegate_seconds_since_last_message 0.25");
+    sg_buf_reset(&b);
+    m.last_message_ms = 1013000; /* clock stepped back */
+    sg_metrics_render_prometheus(&m, &b);
+    assert_line(b.data, "sensegate_seconds_since_last_message 0");
+    sg_buf_reset(&b);
+    m.now_ms = 0;
+    sg_metrics_render_prometheus(&m, &b);
+    assert_line(b.data, "sensegate_seconds_since_last_message 0");
+    sg_buf_free(&b);
+}
+
 static void test_label_escaping(void)
 {
     struct sg_buf b = SG_BUF_INIT;
@@ -291,7 +368,8 @@ static void test_stats_line(void)
     CU_ASSERT_STRING_EQUAL(b.data, "stats msgs=101 readings=2400 accepted=2390 duplicate=5 late=3 "
                                    "invalid=2 decode_errors=11 series=42 rollups=240 fwd_ok=17 "
                                    "fwd_retry=8 fwd_rejected=1 fwd_inflight=2 spool_batches=9 "
-                                   "spool_bytes=123456 spool_dropped=12 dead_letters=13 mqtt=up");
+                                   "spool_bytes=123456 spool_dropped=12 dead_letters=13 mqtt=up "
+                                   "last_msg_age_s=3.5 spool_age_s=2.5 reconnects=3");
     sg_buf_reset(&b);
     m.mqtt_connected = 0;
     sg_metrics_render_line(&m, &b);
@@ -336,6 +414,9 @@ int main(void)
     CU_add_test(s, "label values escaped", test_label_escaping);
     s = CU_add_suite("histogram", NULL, NULL);
     CU_add_test(s, "buckets cumulative, +Inf == count", test_histogram_cumulative);
+    CU_add_test(s, "reading age has its own bounds", test_age_histogram);
+    s = CU_add_suite("liveness", NULL, NULL);
+    CU_add_test(s, "seconds since last message", test_since_last_message);
     s = CU_add_suite("stats line", NULL, NULL);
     CU_add_test(s, "one logfmt line", test_stats_line);
     s = CU_add_suite("process", NULL, NULL);
