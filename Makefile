@@ -5,7 +5,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build build-asan demo test test-unit test-asan bench fuzz clean
+.PHONY: all deps build build-asan demo test test-unit test-asan bench fuzz smoke-container clean
 
 all: build
 
@@ -40,8 +40,16 @@ test: build build-asan
 	cd $(BUILD) && ctest --output-on-failure -j2
 	$(MAKE) --no-print-directory test-asan
 
+FUZZ_SECONDS ?= 30
+fuzz:
+	scripts/install-deps.sh --dev
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run
+
+smoke-container: build
+	SG_BUILD_DIR=$(BUILD) docker/ci-smoke
+
 bench: build
 	python3 bench/bench.py --build $(BUILD) --out $(BUILD)/bench.json
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
