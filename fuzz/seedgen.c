@@ -58,7 +58,7 @@ static void rm_dir(const char *dir)
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] != '.') {
-            char p[4096];
+            char p[8192];
             snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
             unlink(p);
         }
@@ -96,7 +96,7 @@ static int gen_decode(const char *out)
     while (i < 120 && sg_fleet_next(f, &m) == 1) {
         /* Every malformed one, and a spread of the good ones. */
         if (m.malformed || i % 3 == 0) {
-            char p[4096];
+            char p[8192];
             snprintf(p, sizeof p, "%s/fleet-%03d%s.bin", out, i, m.malformed ? "-malformed" : "");
             if (write_file(p, m.payload, m.len) != 0) {
                 return -1;
@@ -111,7 +111,7 @@ static int gen_decode(const char *out)
 static int gen_journal(const char *out, const char *scratch)
 {
     for (int k = 0; k < 3; k++) {
-        char dir[4096];
+        char dir[8192];
         snprintf(dir, sizeof dir, "%s/j%d", scratch, k);
         rm_dir(dir);
         struct sg_journal_opts o = {.dir = dir, .segment_bytes = 0, .segment_ms = 0, .sync_ms = 0};
@@ -132,7 +132,7 @@ static int gen_journal(const char *out, const char *scratch)
         struct dirent *de;
         while (d != NULL && (de = readdir(d)) != NULL) {
             if (strncmp(de->d_name, "journal-", 8) == 0) {
-                char from[8192], to[4096];
+                char from[16384], to[16384];
                 snprintf(from, sizeof from, "%s/%s", dir, de->d_name);
                 snprintf(to, sizeof to, "%s/segment-%d.log", out, k);
                 if (copy_file(from, to) != 0) {
@@ -152,7 +152,7 @@ static int gen_journal(const char *out, const char *scratch)
 static int gen_spool(const char *out, const char *scratch)
 {
     for (int k = 0; k < 2; k++) {
-        char dir[4096];
+        char dir[8192];
         snprintf(dir, sizeof dir, "%s/s%d", scratch, k);
         rm_dir(dir);
         struct sg_spool_opts o = {.dir = dir, .max_bytes = 1u << 20, .max_batches = 100,
@@ -178,7 +178,7 @@ static int gen_spool(const char *out, const char *scratch)
             }
         }
         sg_spool_close(sp);
-        char from[8192], to[4096];
+        char from[16384], to[16384];
         snprintf(from, sizeof from, "%s/spool.db", dir);
         snprintf(to, sizeof to, "%s/spool-%d.db", out, k);
         if (copy_file(from, to) != 0) {
@@ -228,7 +228,7 @@ static int gen_backoff(const char *out)
         put_be(b + 36, rb, 8);
         put_be(b + 44, (uint64_t)(uint32_t)t[i].status, 4);
         b[48] = (unsigned char)t[i].curl;
-        char p[4096];
+        char p[8192];
         snprintf(p, sizeof p, "%s/args-%zu.bin", out, i);
         if (write_file(p, b, sizeof b) != 0) {
             return -1;

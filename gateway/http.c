@@ -161,7 +161,19 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) {
         line[--n] = '\0';
     }
-    sg_log(SG_LOG_WARN, MOD, "libmicrohttpd: %s", line);
+    /* Bad requests are the client's problem, and a scanner can send many:
+     * at most one line per 10 s, with a count of those left out. Runs on
+     * the loop thread only (external polling), so plain statics are fine. */
+    static uint64_t window_start_ms, suppressed;
+    uint64_t now = sg_mono_ms();
+    if (window_start_ms != 0 && now - window_start_ms < 10000u) {
+        suppressed++;
+        return;
+    }
+    window_start_ms = now;
+    sg_log(SG_LOG_WARN, MOD, "libmicrohttpd: %s (similar lines suppressed: %llu)", line,
+           (unsigned long long)suppressed);
+    suppressed = 0;
 }
 
 static void on_closed(uv_handle_t *handle)
