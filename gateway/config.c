@@ -234,7 +234,7 @@ static const struct rule rules[] = {
     {"allowed_lateness_ms", 0, DAY_MS, 2000, NULL, NULL},
     {"validation.max_past_ms", 1000, YEAR_MS, 3600000, NULL, NULL},
     {"validation.max_future_ms", 0, DAY_MS, 300000, NULL, NULL},
-    {"limits.max_payload_bytes", 64, 268435456, 262144, NULL, NULL},
+    {"limits.max_payload_bytes", 64, 16777216, 262144, NULL, NULL},
     {"limits.max_readings_per_batch", 1, 1000000, 10000, NULL, NULL},
     {"limits.max_series", 1, 100000000, 200000, NULL, NULL},
     {"limits.series_idle_ms", 1000, YEAR_MS, 900000, NULL, NULL},

@@ -695,8 +695,12 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
     case SG_FWD_REJECTED:
         rc = sg_spool_dead(f->sp, r->batch.seq, (int)status, r->snippet);
         if (rc != 0 && rc != SG_ENOTFOUND) {
-            sg_log(SG_LOG_ERROR, MOD, "spool dead-letter failed batch_id=%s: %s", batch_id,
-                   sg_strerror(rc));
+            sg_log(SG_LOG_ERROR, MOD, "spool dead-letter failed batch_id=%s: %s (%s)", batch_id,
+                   sg_strerror(rc), sg_spool_last_error(f->sp));
+            /* Still spooled: it is sent again after the backoff, which tries
+             * the move again. */
+            f->cursor_seq = 0;
+            backoff_until(f, f->backoff_min_ms > 1000 ? f->backoff_min_ms : 1000);
         }
         f->m->forward_rejected++;
         if (rl_allow(&f->rl_reject, now, &suppressed)) {

@@ -68,8 +68,7 @@ struct gw {
     struct sg_buf body;
     enum sg_verdict *verdicts; /* per reading of the payload in hand (reading-age metric) */
     size_t cap_verdicts;
-    bool push_failed;          /* a batch could not be spooled since the last trim */
-    uint64_t replay_clock_ms;  /* replay: arrival time of the last emulated tick */
+    bool push_failed;          /* the last spool push failed (cleared by the next success) */
     bool replaying;            /* replay: records are not new MQTT messages */
     uint64_t last_trim_mono;
 
@@ -122,8 +121,8 @@ static void flush_batch(struct gw *g)
             g->m.batches_spooled++;
         }
     }
+    g->push_failed = rc != 0;
     if (rc != 0) {
-        g->push_failed = true;
         /* Counted in sensegate_spool_errors_total / dropped; never silent. */
         sg_log(SG_LOG_ERROR, "spool", "cannot store batch %s (%zu rollups): %s (%s)", batch_id,
                g->npending, sg_strerror(rc), sg_spool_last_error(g->spool));
@@ -293,6 +292,11 @@ static void mqtt_connect(struct gw *g)
 
 static void begin_close(struct gw *g);
 
+static void on_disconnected_timer(uv_timer_t *t)
+{
+    begin_close(t->data);
+}
+
 static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
 {
     const struct sg_config *c = g->cfg;
@@ -353,7 +357,9 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
         break;
     case SG_INBOX_DISCONNECTED:
         if (g->stop == STOP_DISCONNECTING) {
-            begin_close(g);
+            /* Not from inside the inbox drain: begin_close closes the inbox,
+             * which drains it again. Next loop turn instead. */
+            uv_timer_start(&g->stop_timer, on_disconnected_timer, 0, 0);
         }
         break;
     default:
@@ -448,9 +454,8 @@ static void trim_journal(struct gw *g, uint64_t now)
 {
     uint64_t keep = journal_retention_ms(g->cfg);
     if (g->journal == NULL || g->push_failed || now < 2 * keep) {
-        /* After a failed spool push the journal keeps everything until the
-         * next successful trim window: a restart can then rebuild it. */
-        g->push_failed = false;
+        /* While spool pushes fail the journal keeps everything: a restart
+         * can then rebuild what could not be spooled. */
         return;
     }
     sg_journal_trim(g->journal, now - keep);
@@ -462,10 +467,16 @@ static void on_tick(uv_timer_t *t)
 {
     struct gw *g = t->data;
     uint64_t now = sg_now_ms();
+    /* The tick goes into the journal first (a record with an empty topic,
+     * which MQTT never sends): a replay then closes windows exactly where
+     * this run did, relative to the messages around it. */
+    sg_journal_append(g->journal, now, NULL, 0, NULL, 0);
     sg_rollup_tick(g->eng, now);
     uint64_t mono = uv_now(&g->loop);
     if (mono - g->last_trim_mono >= 10000u) {
         g->last_trim_mono = mono;
+        /* Spool what this tick closed before trimming behind it. */
+        flush_batch(g);
         trim_journal(g, now);
     }
     if (g->cfg->stats_interval_s > 0 &&
@@ -565,14 +576,14 @@ static void reload(struct gw *g)
         strcmp(oc->backend.url, nc->backend.url) != 0 || oc->nwindows != nc->nwindows ||
         memcmp(oc->windows_ms, nc->windows_ms, sizeof oc->windows_ms) != 0 ||
         strcmp(oc->metrics.listen, nc->metrics.listen) != 0 ||
-        strcmp(oc->gateway_id, nc->gateway_id) != 0) {
+        strcmp(oc->gateway_id, nc->gateway_id) != 0 ||
+        memcmp(&oc->validation, &nc->validation, sizeof oc->validation) != 0) {
         sg_log(SG_LOG_WARN, "config",
-               "SIGHUP: gateway_id, mqtt.uri, windows_ms, backend.url, spool.dir and "
-               "metrics.listen change only on restart; their new values are ignored");
+               "SIGHUP: gateway_id, mqtt.uri, windows_ms, validation.*, backend.url, spool.dir "
+               "and metrics.listen change only on restart; their new values are ignored");
     }
     oc->backend.max_batch_rollups = nc->backend.max_batch_rollups;
     oc->backend.max_batch_delay_ms = nc->backend.max_batch_delay_ms;
-    oc->validation = nc->validation;
     oc->stats_interval_s = nc->stats_interval_s;
     oc->shutdown_timeout_ms = nc->shutdown_timeout_ms;
     int lvl = sg_log_level_parse(nc->log_level);
@@ -781,11 +792,10 @@ static void on_replay_record(void *ctx, uint64_t arrival_ms, const char *topic, 
                              const uint8_t *payload, size_t payload_len)
 {
     struct gw *g = ctx;
-    /* Emulate the 1 s gateway-clock tick of the first run, so windows close
-     * in replay where they closed then. */
-    if (arrival_ms >= g->replay_clock_ms + 1000u) {
-        g->replay_clock_ms = arrival_ms;
+    if (topic_len == 0) {
+        /* A journaled gateway-clock tick of the first run. */
         sg_rollup_tick(g->eng, arrival_ms);
+        return;
     }
     struct sg_inmsg m = {
         .type = SG_INBOX_MESSAGE,

@@ -24,10 +24,23 @@ static size_t rec_size(size_t tlen, size_t plen)
     return (sizeof(struct rec) + tlen + plen + 7u) & ~(size_t)7u;
 }
 
+static size_t drain_once(struct sg_inbox *ib);
+
+/* One swap per wake-up, so a producer as fast as the loop cannot keep the
+ * loop here forever (timers, curl, signals and /metrics run in between).
+ * If more arrived meanwhile, the producer already sent a wake-up (it sends
+ * on empty -> non-empty, and the swap left the buffer empty); sending again
+ * costs nothing and does not depend on that. */
 static void on_async(uv_async_t *h)
 {
     struct sg_inbox *ib = h->data;
-    sg_inbox_drain(ib);
+    drain_once(ib);
+    pthread_mutex_lock(&ib->mu);
+    bool more = ib->fill_count > 0 && !ib->closing;
+    pthread_mutex_unlock(&ib->mu);
+    if (more) {
+        uv_async_send(&ib->async);
+    }
 }
 
 int sg_inbox_init(struct sg_inbox *ib, uv_loop_t *loop, size_t cap_bytes, uint64_t wait_ms,
@@ -127,7 +140,18 @@ int sg_inbox_push_at(struct sg_inbox *ib, int type, int arg, uint64_t arrival_ms
 size_t sg_inbox_drain(struct sg_inbox *ib)
 {
     size_t handled = 0;
-    for (;;) {
+    size_t n;
+    while ((n = drain_once(ib)) > 0) {
+        handled += n;
+    }
+    return handled;
+}
+
+/* Swaps the buffers once and handles every record taken. */
+static size_t drain_once(struct sg_inbox *ib)
+{
+    size_t handled = 0;
+    {
         pthread_mutex_lock(&ib->mu);
         struct sg_buf tmp = ib->drain;
         ib->drain = ib->fill;
@@ -138,7 +162,7 @@ size_t sg_inbox_drain(struct sg_inbox *ib)
         pthread_cond_broadcast(&ib->not_full);
         pthread_mutex_unlock(&ib->mu);
         if (n == 0) {
-            break;
+            return 0;
         }
         size_t off = 0;
         while (off < ib->drain.len) {

@@ -127,15 +127,27 @@ static void on_connect_fail5(void *ctx, MQTTAsync_failureData5 *d)
                   NULL, 0, NULL, 0);
 }
 
+/* The context of one subscribeMany: the topic count it asked for decides
+ * which member of Paho's result union is set, and the loop may change
+ * in->o.ntopics (SIGHUP) while the request is in flight. Freed by the
+ * callback that ends the request. */
+struct sub_req {
+    struct sg_ingest *in;
+    size_t count;
+};
+
 static void on_sub_ok(void *ctx, MQTTAsync_successData *d)
 {
-    struct sg_ingest *in = ctx;
+    struct sub_req *req = ctx;
+    struct sg_ingest *in = req->in;
+    size_t count = req->count;
+    free(req);
     int rc = 0;
     if (d != NULL) {
-        if (in->o.ntopics == 1) {
+        if (count == 1) {
             rc = d->alt.qos >= 0x80 ? d->alt.qos : 0;
         } else if (d->alt.qosList != NULL) {
-            for (size_t i = 0; i < in->o.ntopics; i++) {
+            for (size_t i = 0; i < count; i++) {
                 if (d->alt.qosList[i] >= 0x80) {
                     rc = d->alt.qosList[i];
                 }
@@ -147,7 +159,9 @@ static void on_sub_ok(void *ctx, MQTTAsync_successData *d)
 
 static void on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
 {
-    struct sg_ingest *in = ctx;
+    struct sub_req *req = ctx;
+    struct sg_ingest *in = req->in;
+    free(req);
     int rc = 0;
     if (d != NULL) {
         if (d->reasonCode >= 0x80) {
@@ -164,13 +178,17 @@ static void on_sub_ok5(void *ctx, MQTTAsync_successData5 *d)
 
 static void on_sub_fail(void *ctx, MQTTAsync_failureData *d)
 {
-    struct sg_ingest *in = ctx;
+    struct sub_req *req = ctx;
+    struct sg_ingest *in = req->in;
+    free(req);
     sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, d && d->code ? d->code : -1, NULL, 0, NULL, 0);
 }
 
 static void on_sub_fail5(void *ctx, MQTTAsync_failureData5 *d)
 {
-    struct sg_ingest *in = ctx;
+    struct sub_req *req = ctx;
+    struct sg_ingest *in = req->in;
+    free(req);
     sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, d && d->code ? d->code : -1, NULL, 0, NULL, 0);
 }
 
@@ -306,7 +324,10 @@ int sg_ingest_connect(struct sg_ingest *in)
 int sg_ingest_subscribe(struct sg_ingest *in)
 {
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-    ro.context = in;
+    struct sub_req *req = sg_xmalloc(sizeof *req);
+    req->in = in;
+    req->count = in->o.ntopics;
+    ro.context = req;
     if (in->o.version == 5) {
         ro.onSuccess5 = on_sub_ok5;
         ro.onFailure5 = on_sub_fail5;
@@ -316,6 +337,9 @@ int sg_ingest_subscribe(struct sg_ingest *in)
     }
     int rc = MQTTAsync_subscribeMany(in->client, (int)in->o.ntopics, in->o.topics, in->qos_list,
                                      &ro);
+    if (rc != MQTTASYNC_SUCCESS) {
+        free(req); /* an error return calls no callback */
+    }
     return rc == MQTTASYNC_SUCCESS ? 0 : (rc < 0 ? rc : -rc);
 }
 
@@ -355,7 +379,9 @@ void sg_ingest_free(struct sg_ingest *in)
 
 static void on_sub1_ok(void *ctx, MQTTAsync_successData *d)
 {
-    struct sg_ingest *in = ctx;
+    struct sub_req *req = ctx;
+    struct sg_ingest *in = req->in;
+    free(req);
     int rc = d != NULL && d->alt.qos >= 0x80 ? d->alt.qos : 0;
     sg_inbox_push(in->ib, SG_INBOX_SUBSCRIBED, rc, NULL, 0, NULL, 0);
 }
@@ -408,7 +434,10 @@ int sg_ingest_subscribe_topics(struct sg_ingest *in, char *const *topics, size_t
 {
     for (size_t i = 0; i < n; i++) {
         MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        ro.context = in;
+        struct sub_req *req = sg_xmalloc(sizeof *req);
+        req->in = in;
+        req->count = 1;
+        ro.context = req;
         if (in->o.version == 5) {
             ro.onSuccess5 = on_sub_ok5;
             ro.onFailure5 = on_sub_fail5;
@@ -418,6 +447,7 @@ int sg_ingest_subscribe_topics(struct sg_ingest *in, char *const *topics, size_t
         }
         int rc = MQTTAsync_subscribe(in->client, topics[i], in->o.qos, &ro);
         if (rc != MQTTASYNC_SUCCESS) {
+            free(req);
             return rc < 0 ? rc : -rc;
         }
     }
