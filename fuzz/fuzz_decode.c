@@ -1,7 +1,8 @@
 /*
  * fuzz_decode: untrusted payload bytes through the whole core path, as the
- * gateway's loop runs it: sg_decode_batch (arena-backed protobuf-c unpack,
- * wire pre-scan, validation) -> sg_rollup_add_batch with a fixed gateway
+ * gateway's loop runs it: sg_decode_batch (direct wire decoder, validation),
+ * checked against sg_decode_batch_reference (pre-scan + protobuf-c unpack)
+ * on every input -> sg_rollup_add_batch with a fixed gateway
  * clock (plus the excess readings) -> a second arrival of the same payload
  * (duplicates / late) -> gateway-clock ticks -> idle eviction -> flush ->
  * sg_encode_batch of every emitted rollup, and the JSON is parsed back.
@@ -95,14 +96,41 @@ static void encode_and_parse(const struct sink *s, int content_type)
     sg_buf_free(&out);
 }
 
+/* The direct decoder must answer exactly as the protobuf-c reference on
+ * every input: return code, count, excess, arena figure, every reading. */
+static void check_against_reference(struct sg_decoder *dec, struct sg_decoder *ref,
+                                    const uint8_t *data, size_t size, uint64_t now, int rc,
+                                    const struct sg_reading *rd, size_t n)
+{
+    const struct sg_reading *rr = NULL;
+    size_t nr = 0;
+    int rrc = sg_decode_batch_reference(ref, data, size, now, &rr, &nr);
+    SG_FUZZ_CHECK(rrc == rc);
+    SG_FUZZ_CHECK(nr == n);
+    SG_FUZZ_CHECK(sg_decode_excess(ref) == sg_decode_excess(dec));
+    if (rc != 0) {
+        return;
+    }
+    SG_FUZZ_CHECK(sg_decoder_arena_last(ref) == sg_decoder_arena_last(dec));
+    for (size_t i = 0; i < n; i++) {
+        const struct sg_reading *a = &rd[i], *b = &rr[i];
+        SG_FUZZ_CHECK(a->ts_ms == b->ts_ms && a->seq == b->seq && a->status == b->status);
+        SG_FUZZ_CHECK(a->kind == b->kind && a->nvalues == b->nvalues);
+        SG_FUZZ_CHECK(a->id_len == b->id_len && strcmp(a->sensor_id, b->sensor_id) == 0);
+        SG_FUZZ_CHECK(memcmp(a->values, b->values, sizeof a->values) == 0);
+        SG_FUZZ_CHECK(a->invalid == b->invalid);
+    }
+}
+
 /* Feeds one arrival; returns the number of verdicts it produced. */
-static uint64_t arrive(struct sg_decoder *dec, struct sg_rollup_engine *eng, const uint8_t *data,
-                       size_t size, uint64_t now, int *decode_rc)
+static uint64_t arrive(struct sg_decoder *dec, struct sg_decoder *ref, struct sg_rollup_engine *eng,
+                       const uint8_t *data, size_t size, uint64_t now, int *decode_rc)
 {
     const struct sg_reading *rd = NULL;
     size_t n = 0;
     int rc = sg_decode_batch(dec, data, size, now, &rd, &n);
     *decode_rc = rc;
+    check_against_reference(dec, ref, data, size, now, rc, rd, n);
     if (rc != 0) {
         SG_FUZZ_CHECK(rd == NULL && n == 0 && sg_decode_excess(dec) == 0);
         SG_FUZZ_CHECK(rc == SG_EDECODE || rc == SG_ETOOBIG);
@@ -141,12 +169,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Decoders keep no state between payloads (the arena is reset per
      * call), so one per limits variant is reused: a fresh 1 MiB arena per
      * input would make the fuzzer ten times slower. */
-    static struct sg_decoder *decs[4];
+    static struct sg_decoder *decs[4], *refs[4];
     struct sg_decoder **dp = &decs[h & 3];
     if (*dp == NULL) {
         SG_FUZZ_CHECK(sg_decoder_new(dp, &lim) == 0);
+        SG_FUZZ_CHECK(sg_decoder_new(&refs[h & 3], &lim) == 0);
     }
     struct sg_decoder *dec = *dp;
+    struct sg_decoder *ref = refs[h & 3];
 
     struct sg_rollup_opts ro = {
         .nwindows = 1,
@@ -170,10 +200,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_sink.emitted = 0;
 
     int rc1 = 0, rc2 = 0;
-    uint64_t total = arrive(dec, eng, data, size, FUZZ_NOW_MS, &rc1);
+    uint64_t total = arrive(dec, ref, eng, data, size, FUZZ_NOW_MS, &rc1);
     sg_rollup_tick(eng, FUZZ_NOW_MS + 15000);
     /* The same bytes again (a QoS 1 redelivery), a little later. */
-    total += arrive(dec, eng, data, size, FUZZ_NOW_MS + 16000, &rc2);
+    total += arrive(dec, ref, eng, data, size, FUZZ_NOW_MS + 16000, &rc2);
     SG_FUZZ_CHECK(rc1 == rc2);
 
     const struct sg_rollup_stats *st = sg_rollup_stats(eng);

@@ -3,11 +3,13 @@
  * section 1) -> an array of struct sg_reading, each already validated
  * (r->invalid set, enum sg_invalid).
  *
- * The payload is untrusted. A decoder owns a bounded bump arena that backs
- * protobuf-c's allocator, so a hostile payload costs at most the arena cap
- * and never a malloc per message; a light wire pre-scan catches what
- * protobuf-c hides (embedded NUL in sensor_id) and enforces the per-batch
- * reading limit before protobuf-c sees the readings beyond it.
+ * The payload is untrusted. sg_decode_batch() decodes the wire format
+ * directly into the readings array (no malloc per message) and accepts and
+ * rejects exactly what protobuf-c does, including its arena cap: a payload
+ * whose protobuf-c unpack would need more than arena_bytes is SG_EDECODE.
+ * sg_decode_batch_reference() is the previous protobuf-c path (pre-scan,
+ * unpack into a bounded bump arena, copy), kept for the differential tests
+ * and fuzzers only.
  *
  * One decoder per thread (the loop thread in the gateway); not thread-safe.
  */
@@ -82,6 +84,23 @@ size_t sg_decode_excess(const struct sg_decoder *d);
 /* A static reading with invalid = SG_INVALID_BATCH_LIMIT, to stand for each
  * excess reading. Never NULL; any thread. */
 const struct sg_reading *sg_decode_excess_reading(void);
+
+/* The reference decoder, for tests and fuzzers only: the same contract and
+ * results as sg_decode_batch() (which decodes the wire directly), computed
+ * the old way: a wire pre-scan, then protobuf-c's generic unpack into the
+ * decoder's arena, then copy and validation. tests/unit/test_decode.c and
+ * fuzz/fuzz_decode.c check that both give the same return code, readings,
+ * invalid reasons, excess and arena figure. Not for the gateway: slower. */
+int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t len,
+                              uint64_t now_ms, const struct sg_reading **readings,
+                              size_t *nreadings);
+
+/* Arena bytes the last call needed (0 after SG_ETOOBIG / SG_EINVAL or an
+ * empty payload). The reference decoder measures protobuf-c's arena; the
+ * direct decoder computes the same figure without allocating, and rejects
+ * a payload (SG_EDECODE) when it exceeds the arena cap, as protobuf-c
+ * would. For the differential tests and for sizing arena_bytes. */
+size_t sg_decoder_arena_last(const struct sg_decoder *d);
 
 /* Peak arena bytes used by one message since the decoder was created
  * (for sizing arena_bytes; a diagnostic, not a metric contract). */

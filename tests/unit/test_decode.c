@@ -151,6 +151,107 @@ static void pack_raw_id(struct wire *w, const void *id, size_t idlen, int kind, 
     w_free(&inner);
 }
 
+
+/* --- differential harness -------------------------------------------------- */
+
+/* Every decoder a test makes comes with a shadow decoder of the same limits;
+ * dec_batch() runs sg_decode_batch() on the first and the protobuf-c
+ * reference on the shadow, and checks that both agree exactly: return code,
+ * count, excess, arena figure and every reading field by field. So every
+ * payload of this file (good, invalid, truncated, mutated, bombs) is also a
+ * differential case. */
+#define MAX_PAIRS 8
+static struct {
+    struct sg_decoder *d, *ref;
+} pairs[MAX_PAIRS];
+static unsigned long diff_calls, diff_mismatch;
+
+static int tdec_new(struct sg_decoder **out, const struct sg_decode_limits *lim)
+{
+    int rc = sg_decoder_new(out, lim);
+    if (rc != 0) {
+        return rc;
+    }
+    for (int i = 0; i < MAX_PAIRS; i++) {
+        if (pairs[i].d == NULL) {
+            pairs[i].d = *out;
+            if (sg_decoder_new(&pairs[i].ref, lim) != 0) {
+                abort();
+            }
+            return 0;
+        }
+    }
+    abort();
+}
+
+static void tdec_free(struct sg_decoder *d)
+{
+    for (int i = 0; d != NULL && i < MAX_PAIRS; i++) {
+        if (pairs[i].d == d) {
+            sg_decoder_free(pairs[i].ref);
+            pairs[i].d = NULL;
+            pairs[i].ref = NULL;
+        }
+    }
+    sg_decoder_free(d);
+}
+
+static bool same_reading(const struct sg_reading *a, const struct sg_reading *b)
+{
+    return a->ts_ms == b->ts_ms && a->seq == b->seq && a->status == b->status &&
+           a->kind == b->kind && a->nvalues == b->nvalues && a->id_len == b->id_len &&
+           a->invalid == b->invalid && memcmp(a->values, b->values, sizeof a->values) == 0 &&
+           strcmp(a->sensor_id, b->sensor_id) == 0;
+}
+
+/* Compares the direct decoder with the reference on one payload; returns
+ * true if they agree. */
+static bool diff_one(struct sg_decoder *d, struct sg_decoder *ref, const uint8_t *buf, size_t len,
+                     uint64_t now, int *rc_out, const struct sg_reading **rs, size_t *n)
+{
+    const struct sg_reading *ra = NULL, *rb = NULL;
+    size_t na = 0, nb = 0;
+    int rca = sg_decode_batch(d, buf, len, now, &ra, &na);
+    int rcb = sg_decode_batch_reference(ref, buf, len, now, &rb, &nb);
+    bool ok = rca == rcb && na == nb && (ra == NULL) == (rb == NULL) &&
+              sg_decode_excess(d) == sg_decode_excess(ref);
+    if (ok && rca == 0) {
+        ok = sg_decoder_arena_last(d) == sg_decoder_arena_last(ref);
+        for (size_t i = 0; ok && i < na; i++) {
+            ok = same_reading(&ra[i], &rb[i]);
+        }
+    }
+    *rc_out = rca;
+    if (rs != NULL) {
+        *rs = ra;
+    }
+    if (n != NULL) {
+        *n = na;
+    }
+    return ok;
+}
+
+static int dec_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64_t now,
+                     const struct sg_reading **rs, size_t *n)
+{
+    struct sg_decoder *ref = NULL;
+    for (int i = 0; d != NULL && i < MAX_PAIRS; i++) {
+        if (pairs[i].d == d) {
+            ref = pairs[i].ref;
+        }
+    }
+    if (ref == NULL || rs == NULL || n == NULL) {
+        return sg_decode_batch(d, buf, len, now, rs, n);
+    }
+    int rc;
+    diff_calls++;
+    if (!diff_one(d, ref, buf, len, now, &rc, rs, n)) {
+        diff_mismatch++;
+        CU_FAIL("direct decoder and protobuf-c reference disagree");
+    }
+    return rc;
+}
+
 /* --- decoder fixture ------------------------------------------------------ */
 
 static struct sg_decoder *dec;
@@ -170,12 +271,12 @@ static struct sg_decode_limits std_limits(void)
 static int suite_init(void)
 {
     struct sg_decode_limits lim = std_limits();
-    return sg_decoder_new(&dec, &lim);
+    return tdec_new(&dec, &lim);
 }
 
 static int suite_clean(void)
 {
-    sg_decoder_free(dec);
+    tdec_free(dec);
     dec = NULL;
     return 0;
 }
@@ -183,7 +284,7 @@ static int suite_clean(void)
 /* Decodes w with the suite decoder at FIX_NOW. */
 static int decode(const struct wire *w, const struct sg_reading **rs, size_t *n)
 {
-    return sg_decode_batch(dec, w->b, w->n, FIX_NOW, rs, n);
+    return dec_batch(dec, w->b, w->n, FIX_NOW, rs, n);
 }
 
 /* Decodes a one-reading batch and returns its invalid reason (-100 - rc on
@@ -332,7 +433,7 @@ static void test_empty_batch(void)
     const struct sg_reading *rs;
     size_t n = 5;
     struct wire w = {0};
-    CU_ASSERT_EQUAL(sg_decode_batch(dec, NULL, 0, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL(dec_batch(dec, NULL, 0, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL(n, 0);
     pack_batch(&w, NULL, 0, "only-a-device");
     CU_ASSERT(w.n > 0);
@@ -446,18 +547,18 @@ static void test_sensor_id(void)
     struct sg_decode_limits lim = std_limits();
     lim.max_payload_bytes = 256 * 1024;
     struct sg_decoder *big = NULL;
-    CU_ASSERT_EQUAL_FATAL(sg_decoder_new(&big, &lim), 0);
+    CU_ASSERT_EQUAL_FATAL(tdec_new(&big, &lim), 0);
     char *huge = malloc(100 * 1024 + 1);
     memset(huge, 'x', 100 * 1024);
     huge[100 * 1024] = '\0';
     rd_init(&r, huge, 1, FIX_NOW, 1, &v, 1);
     pack_batch(&w, &r, 1, NULL);
-    CU_ASSERT_EQUAL_FATAL(sg_decode_batch(big, w.b, w.n, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(dec_batch(big, w.b, w.n, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL_FATAL(n, 1);
     CU_ASSERT_EQUAL(rs[0].invalid, SG_INVALID_SENSOR_ID);
     free(huge);
     w_free(&w);
-    sg_decoder_free(big);
+    tdec_free(big);
 }
 
 static void test_embedded_nul(void)
@@ -608,7 +709,7 @@ static void test_ts_bounds(void)
     pack_batch(&w, &r, 1, NULL);
     const struct sg_reading *rs;
     size_t n;
-    CU_ASSERT_EQUAL_FATAL(sg_decode_batch(dec, w.b, w.n, 1000, &rs, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(dec_batch(dec, w.b, w.n, 1000, &rs, &n), 0);
     CU_ASSERT_EQUAL(rs[0].invalid, SG_INVALID_NONE);
     w_free(&w);
 }
@@ -620,7 +721,7 @@ static void test_batch_limit(void)
     struct sg_decode_limits lim = std_limits();
     lim.max_readings_per_batch = 10;
     struct sg_decoder *d = NULL;
-    CU_ASSERT_EQUAL_FATAL(sg_decoder_new(&d, &lim), 0);
+    CU_ASSERT_EQUAL_FATAL(tdec_new(&d, &lim), 0);
 
     enum { N = 25 };
     struct rd r[N];
@@ -632,7 +733,7 @@ static void test_batch_limit(void)
     pack_batch(&w, r, N, "dev");
     const struct sg_reading *rs;
     size_t n;
-    CU_ASSERT_EQUAL_FATAL(sg_decode_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(dec_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL(n, 10);
     CU_ASSERT_EQUAL(sg_decode_excess(d), 15);
     for (size_t i = 0; i < n; i++) {
@@ -644,7 +745,7 @@ static void test_batch_limit(void)
     /* Exactly at the limit: nothing in excess; the counter resets per call. */
     w_free(&w);
     pack_batch(&w, r, 10, "dev");
-    CU_ASSERT_EQUAL_FATAL(sg_decode_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(dec_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL(n, 10);
     CU_ASSERT_EQUAL(sg_decode_excess(d), 0);
 
@@ -652,11 +753,11 @@ static void test_batch_limit(void)
     w_free(&w);
     pack_batch(&w, r, N, "dev");
     w_tag(&w, 3, 7);
-    CU_ASSERT_EQUAL(sg_decode_batch(d, w.b, w.n, FIX_NOW, &rs, &n), SG_EDECODE);
+    CU_ASSERT_EQUAL(dec_batch(d, w.b, w.n, FIX_NOW, &rs, &n), SG_EDECODE);
     CU_ASSERT_EQUAL(n, 0);
     CU_ASSERT_EQUAL(sg_decode_excess(d), 0);
     w_free(&w);
-    sg_decoder_free(d);
+    tdec_free(d);
 }
 
 static void test_too_big(void)
@@ -664,11 +765,11 @@ static void test_too_big(void)
     struct sg_decode_limits lim = std_limits();
     lim.max_payload_bytes = 1000;
     struct sg_decoder *d = NULL;
-    CU_ASSERT_EQUAL_FATAL(sg_decoder_new(&d, &lim), 0);
+    CU_ASSERT_EQUAL_FATAL(tdec_new(&d, &lim), 0);
     uint8_t *buf = calloc(1, 2000);
     const struct sg_reading *rs;
     size_t n;
-    CU_ASSERT_EQUAL(sg_decode_batch(d, buf, 1001, FIX_NOW, &rs, &n), SG_ETOOBIG);
+    CU_ASSERT_EQUAL(dec_batch(d, buf, 1001, FIX_NOW, &rs, &n), SG_ETOOBIG);
     CU_ASSERT_PTR_NULL(rs);
     CU_ASSERT_EQUAL(n, 0);
 
@@ -683,17 +784,17 @@ static void test_too_big(void)
     char *junk = calloc(1, pad);
     w_lenfield(&w, 9, junk, pad);
     CU_ASSERT_EQUAL_FATAL(w.n, 1000);
-    CU_ASSERT_EQUAL(sg_decode_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL(dec_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL(n, 1);
     free(junk);
     free(buf);
     w_free(&w);
-    sg_decoder_free(d);
+    tdec_free(d);
 
-    CU_ASSERT_EQUAL(sg_decoder_new(NULL, &lim), SG_EINVAL);
-    CU_ASSERT_EQUAL(sg_decoder_new(&d, NULL), SG_EINVAL);
-    CU_ASSERT_EQUAL(sg_decode_batch(dec, NULL, 5, FIX_NOW, &rs, &n), SG_EINVAL);
-    sg_decoder_free(NULL);
+    CU_ASSERT_EQUAL(tdec_new(NULL, &lim), SG_EINVAL);
+    CU_ASSERT_EQUAL(tdec_new(&d, NULL), SG_EINVAL);
+    CU_ASSERT_EQUAL(dec_batch(dec, NULL, 5, FIX_NOW, &rs, &n), SG_EINVAL);
+    tdec_free(NULL);
 }
 
 /* --- malformed ------------------------------------------------------------ */
@@ -723,7 +824,7 @@ static void test_truncated_every_offset(void)
         memcpy(p, w.b, cut);
         const struct sg_reading *rs;
         size_t n = 0;
-        int rc = sg_decode_batch(dec, p, cut, FIX_NOW, &rs, &n);
+        int rc = dec_batch(dec, p, cut, FIX_NOW, &rs, &n);
         if (rc == 0) {
             ok++;
             CU_ASSERT(n <= 3);
@@ -856,23 +957,23 @@ static void test_bomb(void)
     lim.max_readings_per_batch = 1u << 20;
     lim.arena_bytes = 1024 * 1024;
     struct sg_decoder *d = NULL;
-    CU_ASSERT_EQUAL_FATAL(sg_decoder_new(&d, &lim), 0);
-    CU_ASSERT_EQUAL(sg_decode_batch(d, bomb, len, FIX_NOW, &rs, &n), SG_EDECODE);
+    CU_ASSERT_EQUAL_FATAL(tdec_new(&d, &lim), 0);
+    CU_ASSERT_EQUAL(dec_batch(d, bomb, len, FIX_NOW, &rs, &n), SG_EDECODE);
     CU_ASSERT_EQUAL(n, 0);
     CU_ASSERT(sg_decoder_arena_peak(d) <= 1024 * 1024);
     /* The decoder works normally afterwards. */
     struct wire w = {0};
     build_valid(&w);
-    CU_ASSERT_EQUAL(sg_decode_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL(dec_batch(d, w.b, w.n, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL(n, 3);
-    sg_decoder_free(d);
+    tdec_free(d);
 
     /* With the usual limit only 1000 are decoded (all invalid: empty id)
      * and the rest are counted as excess without being decoded. */
     lim = std_limits();
     lim.max_payload_bytes = len;
-    CU_ASSERT_EQUAL_FATAL(sg_decoder_new(&d, &lim), 0);
-    CU_ASSERT_EQUAL_FATAL(sg_decode_batch(d, bomb, len, FIX_NOW, &rs, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(tdec_new(&d, &lim), 0);
+    CU_ASSERT_EQUAL_FATAL(dec_batch(d, bomb, len, FIX_NOW, &rs, &n), 0);
     CU_ASSERT_EQUAL(n, 1000);
     CU_ASSERT_EQUAL(sg_decode_excess(d), len / 2 - 1000);
     size_t bad = 0;
@@ -880,7 +981,7 @@ static void test_bomb(void)
         bad += rs[i].invalid == SG_INVALID_SENSOR_ID;
     }
     CU_ASSERT_EQUAL(bad, 1000);
-    sg_decoder_free(d);
+    tdec_free(d);
 
     /* 256 KiB of unknown varint fields: the arena cap again. */
     for (size_t i = 0; i < len; i += 2) {
@@ -888,9 +989,9 @@ static void test_bomb(void)
         bomb[i + 1] = 0x00;
     }
     lim.arena_bytes = 1024 * 1024;
-    CU_ASSERT_EQUAL_FATAL(sg_decoder_new(&d, &lim), 0);
-    CU_ASSERT_EQUAL(sg_decode_batch(d, bomb, len, FIX_NOW, &rs, &n), SG_EDECODE);
-    sg_decoder_free(d);
+    CU_ASSERT_EQUAL_FATAL(tdec_new(&d, &lim), 0);
+    CU_ASSERT_EQUAL(dec_batch(d, bomb, len, FIX_NOW, &rs, &n), SG_EDECODE);
+    tdec_free(d);
     free(bomb);
     w_free(&w);
 }
@@ -911,7 +1012,7 @@ static void test_mutations(void)
         }
         const struct sg_reading *rs;
         size_t n;
-        int rc = sg_decode_batch(dec, p, w.n, FIX_NOW, &rs, &n);
+        int rc = dec_batch(dec, p, w.n, FIX_NOW, &rs, &n);
         if (rc == SG_EDECODE) {
             continue;
         }
@@ -951,6 +1052,322 @@ static void test_topic(void)
     const char nul[] = "sensors/a/b/c\0d";
     CU_ASSERT_FALSE(sg_decode_topic_ok(nul, sizeof nul - 1));
     CU_ASSERT_TRUE(sg_decode_topic_ok(nul, 13));
+}
+
+/* --- differential: generated payloads --------------------------------------- */
+
+static uint64_t rnd(uint64_t n)
+{
+    return n > 0 ? lcg() % n : 0;
+}
+
+/* A varint, sometimes in a longer (non-minimal) encoding of up to 10 bytes. */
+static void g_varint(struct wire *w, uint64_t v)
+{
+    if (rnd(8) != 0) {
+        w_varint(w, v);
+        return;
+    }
+    uint8_t b[10];
+    int n = 0;
+    do {
+        b[n++] = (uint8_t)((v & 0x7f) | 0x80);
+        v >>= 7;
+    } while (v != 0 && n < 10);
+    int pad = (int)rnd(11 - (uint64_t)n);
+    while (pad-- > 0 && n < 10) {
+        b[n++] = 0x80;
+    }
+    b[n - 1] &= 0x7f;
+    w_bytes(w, b, (size_t)n);
+}
+
+static void g_double(struct wire *w)
+{
+    static const double special[] = {0.0, -0.0, 1.5, -273.15, 1e300, 4.9e-324};
+    double x;
+    switch (rnd(10)) {
+    case 0:
+        x = NAN;
+        break;
+    case 1:
+        x = rnd(2) ? INFINITY : -INFINITY;
+        break;
+    case 2:
+        x = special[rnd(6)];
+        break;
+    default:
+        x = (double)(int64_t)rnd(2000000) / 1000.0 - 1000.0;
+        break;
+    }
+    w_bytes(w, &x, 8);
+}
+
+/* An unknown field: random number (not one of the message's), any usable
+ * wire type. */
+static void g_unknown(struct wire *w, unsigned first_free)
+{
+    unsigned field = first_free + (unsigned)rnd(rnd(4) == 0 ? 536870000u : 50u);
+    switch (rnd(5)) {
+    case 4:
+        /* A tag in a longer encoding, sometimes of field 0 (which protobuf-c
+         * takes as unknown when the first byte has the continuation bit). */
+        g_varint(w, ((uint64_t)(rnd(4) == 0 ? 0 : field) << 3) | 0);
+        g_varint(w, lcg() >> rnd(64));
+        break;
+    case 0:
+        w_tag(w, field, 0);
+        g_varint(w, lcg() >> rnd(64));
+        break;
+    case 1:
+        w_tag(w, field, 1);
+        g_double(w);
+        break;
+    case 2:
+        w_tag(w, field, 5);
+        w_bytes(w, "abcd", 4);
+        break;
+    default: {
+        char junk[40];
+        size_t n = rnd(sizeof junk);
+        memset(junk, (int)rnd(256), n);
+        w_lenfield(w, field, junk, n);
+        break;
+    }
+    }
+}
+
+static void g_geo(struct wire *w)
+{
+    struct wire g = {0};
+    int nf = (int)rnd(5);
+    for (int i = 0; i < nf; i++) {
+        if (rnd(4) == 0) {
+            g_unknown(&g, 3);
+        } else {
+            w_tag(&g, 1 + (unsigned)rnd(2), 1);
+            g_double(&g);
+        }
+    }
+    w_lenfield(w, 7, g.b, g.n);
+    w_free(&g);
+}
+
+static void g_sensor_id(struct wire *w)
+{
+    static const char *ids[] = {"aq-000123", "acc-0042", "a", "city.aq-1", "mems:acc-3",
+                                "drain_lvl-4", "", "bad id", "caf\xc3\xa9", "x/y"};
+    char buf[80];
+    size_t n;
+    switch (rnd(12)) {
+    case 0:
+        n = 64 + rnd(3);
+        memset(buf, 'z', n);
+        break;
+    case 1:
+        memcpy(buf, "ab\0cd", 5);
+        n = 1 + rnd(5);
+        break;
+    default: {
+        const char *s = ids[rnd(sizeof ids / sizeof ids[0])];
+        n = strlen(s);
+        memcpy(buf, s, n);
+        break;
+    }
+    }
+    w_lenfield(w, 1, buf, n);
+}
+
+static uint64_t g_kind(void)
+{
+    switch (rnd(10)) {
+    case 0:
+        return rnd(300);
+    case 1:
+        return (uint64_t)(int64_t)-(int64_t)rnd(3);    /* negative int32 on the wire */
+    case 2:
+        return ((uint64_t)rnd(4) << 32) | (1 + rnd(9));  /* upper bits dropped */
+    default:
+        return 1 + rnd(9);
+    }
+}
+
+static uint64_t g_ts(void)
+{
+    switch (rnd(8)) {
+    case 0:
+        return lcg();
+    case 1:
+        return FIX_NOW - MAX_PAST - rnd(3);
+    case 2:
+        return FIX_NOW + MAX_FUTURE - 1 + rnd(3);
+    default:
+        return FIX_NOW - rnd(MAX_PAST);
+    }
+}
+
+/* One Reading with its fields in random order, singular fields sometimes
+ * repeated, values packed and/or unpacked, positions and unknown fields. */
+static void g_reading(struct wire *w)
+{
+    struct wire r = {0};
+    int kind_wanted = rnd(4) == 0 ? 3 : 1;
+    int nf = 1 + (int)rnd(9);
+    for (int i = 0; i < nf; i++) {
+        switch (rnd(9)) {
+        case 0:
+            g_sensor_id(&r);
+            break;
+        case 1:
+            w_tag(&r, 2, 0);
+            g_varint(&r, g_kind());
+            break;
+        case 2:
+            w_tag(&r, 3, 0);
+            g_varint(&r, g_ts());
+            break;
+        case 3:
+            w_tag(&r, 4, 0);
+            g_varint(&r, rnd(2) ? lcg() : rnd(1000));
+            break;
+        case 4:
+            w_tag(&r, 6, 0);
+            g_varint(&r, rnd(3) ? 0 : lcg() >> rnd(64));
+            break;
+        case 5:
+            g_geo(&r);
+            break;
+        case 6:
+            g_unknown(&r, 8);
+            break;
+        default:
+            if (rnd(2)) {
+                struct wire v = {0};
+                size_t nv = rnd(5);
+                for (size_t k = 0; k < nv; k++) {
+                    g_double(&v);
+                }
+                w_lenfield(&r, 5, v.b, v.n);
+                w_free(&v);
+            } else {
+                w_tag(&r, 5, 1);
+                g_double(&r);
+            }
+            break;
+        }
+    }
+    /* Mostly a plausible reading: id, kind, ts and the right values last. */
+    if (rnd(3) != 0) {
+        w_lenfield(&r, 1, "gen-1", 5);
+        w_tag(&r, 2, 0);
+        w_varint(&r, kind_wanted == 3 ? SG_KIND_ACCEL_G : 1 + rnd(7));
+        w_tag(&r, 3, 0);
+        w_varint(&r, FIX_NOW - rnd(1000));
+    }
+    w_lenfield(w, 2, r.b, r.n);
+    w_free(&r);
+}
+
+/* A batch of nreadings readings, device_id and unknown fields mixed in. */
+static void g_batch(struct wire *w, size_t nreadings)
+{
+    for (size_t i = 0; i < nreadings; i++) {
+        if (rnd(8) == 0) {
+            w_lenfield(w, 1, "device-7", 1 + rnd(8));
+        }
+        if (rnd(8) == 0) {
+            g_unknown(w, 3);
+        }
+        g_reading(w);
+    }
+    if (rnd(4) == 0) {
+        g_unknown(w, 3);
+    }
+}
+
+/* Mutates w in place: byte flips, a truncation, or a duplicated slice. */
+static void g_mutate(struct wire *w)
+{
+    if (w->n == 0) {
+        return;
+    }
+    switch (rnd(3)) {
+    case 0: {
+        int flips = 1 + (int)rnd(3);
+        for (int f = 0; f < flips; f++) {
+            w->b[rnd(w->n)] = (uint8_t)lcg();
+        }
+        break;
+    }
+    case 1:
+        w->n = rnd(w->n);
+        break;
+    default: {
+        size_t at = rnd(w->n);
+        size_t len = 1 + rnd(w->n - at);
+        uint8_t *copy = malloc(len);
+        memcpy(copy, w->b + at, len);
+        w_bytes(w, copy, len);
+        free(copy);
+        break;
+    }
+    }
+}
+
+static void test_differential(void)
+{
+    struct sg_decode_limits lims[3] = {std_limits(), std_limits(), std_limits()};
+    lims[1].max_readings_per_batch = 3;
+    /* A 256 KiB payload cap over the smallest arena: big batches land on
+     * both sides of the arena cap. */
+    lims[2].max_payload_bytes = 256 * 1024;
+    lims[2].arena_bytes = SG_DECODE_ARENA_MIN;
+    struct sg_decoder *d[3];
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_EQUAL_FATAL(tdec_new(&d[i], &lims[i]), 0);
+    }
+    unsigned long before = diff_mismatch;
+    int ok_batches = 0, valid_readings = 0, edecode = 0, arena_rejects = 0;
+    for (int iter = 0; iter < 6000; iter++) {
+        struct wire w = {0};
+        int which = (int)rnd(3);
+        size_t nr = which == 2 && rnd(2) ? 300 + rnd(400) : rnd(12);
+        g_batch(&w, nr);
+        const struct sg_reading *rs;
+        size_t n;
+        int rc = dec_batch(d[which], w.b, w.n, FIX_NOW, &rs, &n);
+        if (rc == 0) {
+            ok_batches++;
+            for (size_t i = 0; i < n; i++) {
+                valid_readings += rs[i].invalid == SG_INVALID_NONE;
+            }
+        } else if (rc == SG_EDECODE) {
+            edecode++;
+            arena_rejects += which == 2 && nr >= 300;
+        }
+        for (int m = 0; m < 4; m++) {
+            g_mutate(&w);
+            (void)dec_batch(d[which], w.b, w.n, FIX_NOW, &rs, &n);
+        }
+        w_free(&w);
+    }
+    CU_ASSERT_EQUAL(diff_mismatch, before);
+    /* The generator is not vacuous: accepted batches with valid readings,
+     * rejected payloads, and batches over the arena cap. */
+    CU_ASSERT(ok_batches > 1000);
+    CU_ASSERT(valid_readings > 1000);
+    CU_ASSERT(edecode > 0);
+    CU_ASSERT(arena_rejects > 0);
+    for (int i = 0; i < 3; i++) {
+        tdec_free(d[i]);
+    }
+}
+
+/* Runs last: every dec_batch() call of the whole file agreed. */
+static void test_differential_total(void)
+{
+    CU_ASSERT(diff_calls > 50000);
+    CU_ASSERT_EQUAL(diff_mismatch, 0);
 }
 
 /* --- fixtures ------------------------------------------------------------- */
@@ -1147,7 +1564,7 @@ static void test_fixtures(void)
 
         const struct sg_reading *rs;
         size_t n;
-        int rc = sg_decode_batch(dec, buf, len, FIX_NOW, &rs, &n);
+        int rc = dec_batch(dec, buf, len, FIX_NOW, &rs, &n);
         int first_invalid = 0;
         for (size_t k = 0; rc == 0 && k < n && first_invalid == 0; k++) {
             first_invalid = rs[k].invalid;
@@ -1220,6 +1637,10 @@ int main(int argc, char **argv)
         {"allocation bombs", test_bomb},
         {"random mutations", test_mutations},
     };
+    static const struct test_def diff[] = {
+        {"generated and mutated payloads", test_differential},
+        {"every decode of this file agreed", test_differential_total},
+    };
     static const struct test_def topic[] = {{"topic shape", test_topic}};
     static const struct test_def fx[] = {{"fixtures match and decode", test_fixtures}};
 
@@ -1233,6 +1654,7 @@ int main(int argc, char **argv)
     rc |= add_suite("decode hostile input", hostile, sizeof hostile / sizeof hostile[0]);
     rc |= add_suite("decode topic", topic, 1);
     rc |= add_suite("decode fixtures", fx, 1);
+    rc |= add_suite("decode direct vs protobuf-c reference", diff, sizeof diff / sizeof diff[0]);
     if (rc != 0) {
         CU_cleanup_registry();
         return 1;
