@@ -146,6 +146,73 @@ static void test_overflow_after_wait(void)
     CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
 }
 
+/* A producer faster than the loop must not keep the loop inside the inbox:
+ * other handles (here a 1 ms timer) get turns while records still wait. */
+struct fair {
+    struct sg_inbox ib;
+    uv_loop_t loop;
+    uv_timer_t timer;
+    uint64_t got;
+    uint64_t timer_turns_with_backlog;
+};
+
+static void fair_msg(void *arg, const struct sg_inmsg *m)
+{
+    struct fair *f = arg;
+    (void)m;
+    /* A slow consumer: about 20 us per record. */
+    uint64_t t0 = uv_hrtime();
+    while (uv_hrtime() - t0 < 20000) {
+    }
+    if (++f->got == 20000) {
+        uv_timer_stop(&f->timer);
+        uv_close((uv_handle_t *)&f->timer, NULL);
+        sg_inbox_close(&f->ib, NULL, NULL);
+    }
+}
+
+static void fair_timer(uv_timer_t *t)
+{
+    struct fair *f = t->data;
+    if (atomic_load(&f->ib.depth) > 0) {
+        f->timer_turns_with_backlog++;
+    }
+}
+
+static void *fair_producer(void *arg)
+{
+    struct fair *f = arg;
+    for (uint32_t i = 0; i < 20000; i++) {
+        sg_inbox_push(&f->ib, SG_INBOX_MESSAGE, 0, "sensors/a/b/c", 13, &i, sizeof i);
+        /* One record per 10 us: faster than the consumer, so a backlog
+         * builds while the producer is still going. */
+        uint64_t t0 = uv_hrtime();
+        while (uv_hrtime() - t0 < 10000) {
+        }
+    }
+    return NULL;
+}
+
+static void test_fair_to_other_handles(void)
+{
+    static struct fair f;
+    memset(&f, 0, sizeof f);
+    CU_ASSERT_EQUAL_FATAL(uv_loop_init(&f.loop), 0);
+    CU_ASSERT_EQUAL_FATAL(sg_inbox_init(&f.ib, &f.loop, 64u << 20, 5000, fair_msg, &f), 0);
+    uv_timer_init(&f.loop, &f.timer);
+    f.timer.data = &f;
+    uv_timer_start(&f.timer, fair_timer, 1, 1);
+    pthread_t th;
+    pthread_create(&th, NULL, fair_producer, &f);
+    uv_run(&f.loop, UV_RUN_DEFAULT);
+    pthread_join(th, NULL);
+    CU_ASSERT_EQUAL(f.got, 20000);
+    /* ~400 ms of work: a loop that drained until empty would give the timer
+     * no turn while records waited. */
+    CU_ASSERT(f.timer_turns_with_backlog >= 3);
+    CU_ASSERT_EQUAL(uv_loop_close(&f.loop), 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) {
@@ -156,6 +223,7 @@ int main(void)
     CU_add_test(s, "back-pressure with a tiny cap", test_backpressure_small_cap);
     CU_add_test(s, "push after close is refused", test_push_after_close_refused);
     CU_add_test(s, "over the cap after the wait: appended and counted", test_overflow_after_wait);
+    CU_add_test(s, "a fast producer does not starve other handles", test_fair_to_other_handles);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = CU_get_number_of_failures() != 0;
