@@ -431,9 +431,11 @@ static inline void copy_reading(struct sg_reading *r, const Sensegate__V1__Readi
     r->invalid = (uint8_t)inv;
 }
 
-int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t len,
-                              uint64_t now_ms, const struct sg_reading **readings,
-                              size_t *nreadings)
+/* What both decoders do first: clear the outputs, check the arguments and
+ * the size cap, answer the empty payload. Returns 1 to go on decoding, or
+ * the final result (0 for an empty batch, or a negative SG_E*). */
+static int decode_prologue(struct sg_decoder *d, const uint8_t *buf, size_t len,
+                           const struct sg_reading **readings, size_t *nreadings)
 {
     if (readings != NULL) {
         *readings = NULL;
@@ -453,6 +455,17 @@ int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t l
         /* The empty message is a valid, empty ReadingBatch. */
         *readings = d->readings;
         return 0;
+    }
+    return 1;
+}
+
+int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t len,
+                              uint64_t now_ms, const struct sg_reading **readings,
+                              size_t *nreadings)
+{
+    int pre = decode_prologue(d, buf, len, readings, nreadings);
+    if (pre <= 0) {
+        return pre;
     }
 
     size_t count = 0;
@@ -736,24 +749,9 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
 int sg_decode_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64_t now_ms,
                     const struct sg_reading **readings, size_t *nreadings)
 {
-    if (readings != NULL) {
-        *readings = NULL;
-    }
-    if (nreadings != NULL) {
-        *nreadings = 0;
-    }
-    if (d == NULL || readings == NULL || nreadings == NULL || (buf == NULL && len > 0)) {
-        return SG_EINVAL;
-    }
-    d->excess = 0;
-    d->arena_last = 0;
-    if (len > d->lim.max_payload_bytes) {
-        return SG_ETOOBIG;
-    }
-    if (len == 0) {
-        /* The empty message is a valid, empty ReadingBatch. */
-        *readings = d->readings;
-        return 0;
+    int pre = decode_prologue(d, buf, len, readings, nreadings);
+    if (pre <= 0) {
+        return pre;
     }
 
     const uint8_t *p = buf;
