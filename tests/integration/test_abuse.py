@@ -352,7 +352,10 @@ def test_idle_series_evicted_and_cap_recovers():
                                  limits__max_series=100, limits__series_idle_ms=3000)
         gw = env.start_gateway(cfg)
         pub = HostilePublisher(broker.port)
-        now = int(time.time() * 1000)
+        # Timestamps 800 ms ahead (max_future_ms is 1000): with 1 s windows
+        # and no lateness, a reading stamped "now" is late whenever the
+        # gateway's clock crosses a second boundary before it arrives.
+        now = int(time.time() * 1000) + 800
         msgs = [(f"sensors/evil/once/d{b}", batch(f"d{b}", [
             reading(f"once-{b * 50 + k:04d}", 1, now, 1, [1.0]) for k in range(50)]))
             for b in range(6)]
@@ -363,7 +366,7 @@ def test_idle_series_evicted_and_cap_recovers():
         wait_for(lambda: env.metric(gw, "sensegate_series_evicted_total") == 100, 30,
                  "the 100 idle series to be evicted")
         assert env.metric(gw, "sensegate_active_series") == 0
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) + 800
         pub.publish_all([("sensors/evil/again/d", batch("d", [
             reading(f"again-{k:03d}", 1, now, 1, [1.0]) for k in range(100)]))])
         wait_for(lambda: env.metric(gw, 'sensegate_readings_total{result="accepted"}') == 200, 30,
