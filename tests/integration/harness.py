@@ -8,6 +8,7 @@ when a test fails.
 """
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -47,6 +48,26 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stable_port():
+    """A free 127.0.0.1 port below the kernel's ephemeral range, for a
+    server a test stops and restarts on the same port: while it is down, a
+    port-0 bind elsewhere (tests run in parallel) can never be handed it."""
+    try:
+        lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        lo = 32768
+    rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+    for _ in range(200):
+        p = rng.randrange(20000, max(20001, lo))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+                return p
+            except OSError:
+                continue
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def wait_for(cond, timeout, what, interval=0.02):

@@ -23,7 +23,7 @@ import sys
 import time
 
 from harness import (Env, Runner, binary, check_identity, free_port, http_get, merge_summaries,
-                     read_jsonl, rollup_key, verify_diffs, verify_key, wait_for, wait_log,
+                     read_jsonl, rollup_key, stable_port, verify_diffs, verify_key, wait_for, wait_log,
                      write_truth)
 
 FAULTS = ["--dup-frac", "0.02", "--ooo-frac", "0.02", "--late-frac", "0.01",
@@ -112,7 +112,7 @@ def test_backend_refused_then_back():
     ok = False
     try:
         broker = env.start_broker()
-        sink = env.start_sink()
+        sink = env.start_sink(port=stable_port())
         cfg = env.gateway_config(broker.port, sink.port, windows_ms=[2000],
                                  backend__max_batch_rollups=100)
         gw = env.start_gateway(cfg)
@@ -270,7 +270,7 @@ def test_broker_restart_persistent_session():
     env = Env("brokerrestart")
     ok = False
     try:
-        broker = env.start_broker(persistence=True)
+        broker = env.start_broker(persistence=True, port=stable_port())
         sink = env.start_sink()
         cfg = env.gateway_config(broker.port, sink.port, mqtt__reconnect_min_ms=10000,
                                  mqtt__reconnect_max_ms=20000)
@@ -327,7 +327,7 @@ def test_spool_bound_while_backend_down():
     try:
         max_batches, max_bytes, per_batch = 5, 60000, 20
         broker = env.start_broker()
-        sink = env.start_sink()
+        sink = env.start_sink(port=stable_port())
         cfg = env.gateway_config(broker.port, sink.port, windows_ms=[2000],
                                  backend__max_batch_rollups=per_batch,
                                  spool__max_batches=max_batches, spool__max_bytes=max_bytes)
@@ -442,7 +442,7 @@ def test_disk_full_tmpfs():
             return
         env.cleanups.append(lambda: subprocess.run(["umount", "-l", mnt], check=True))
         broker = env.start_broker()
-        sink = env.start_sink()
+        sink = env.start_sink(port=stable_port())
         cfg = env.gateway_config(broker.port, sink.port, windows_ms=[2000],
                                  backend__max_batch_rollups=50, shutdown_timeout_ms=5000,
                                  spool__dir=os.path.join(mnt, "spool"))
