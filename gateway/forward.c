@@ -569,8 +569,16 @@ fail:
 /* Sets the backend-wide pause to at least delay_ms from now. */
 static void backoff_until(struct sg_forward *f, uint64_t delay_ms)
 {
-    uint64_t now = uv_now(f->loop);
-    uint64_t until = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
+    uint64_t now, until;
+
+    /* uv_now() is the time the loop iteration began; under load that is
+     * milliseconds before this answer was read, which made a Retry-After: 1
+     * pause end 4 ms early in CI.  Refresh it, and add the 1 ms that loop
+     * time loses by truncation, so the pause is never shorter than asked. */
+    uv_update_time(f->loop);
+    now = uv_now(f->loop);
+    delay_ms = delay_ms >= UINT64_MAX - 1 ? UINT64_MAX : delay_ms + 1;
+    until = delay_ms > UINT64_MAX - now ? UINT64_MAX : now + delay_ms;
 
     if (until > f->backoff_until_ms) {
         f->backoff_until_ms = until;
