@@ -27,28 +27,6 @@ void sg_buf_reserve(struct sg_buf *b, size_t n)
     b->cap = cap;
 }
 
-void sg_buf_append(struct sg_buf *b, const void *p, size_t n)
-{
-    sg_buf_reserve(b, n);
-    if (n > 0) {
-        memcpy(b->data + b->len, p, n);
-    }
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
-void sg_buf_puts(struct sg_buf *b, const char *s)
-{
-    sg_buf_append(b, s, strlen(s));
-}
-
-void sg_buf_putc(struct sg_buf *b, char c)
-{
-    sg_buf_reserve(b, 1);
-    b->data[b->len++] = c;
-    b->data[b->len] = '\0';
-}
-
 void sg_buf_printf(struct sg_buf *b, const char *fmt, ...)
 {
     va_list ap;
@@ -95,6 +73,17 @@ static const uint64_t pow5[23] = {
     2384185791015625ull,
 };
 
+static const char two_digits[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
+
+/* 10^k for k = -5..16 (rounded to double; only used for a first guess of
+ * the decimal exponent, which the exact loop below corrects). */
+static const double pow10_from_m5[22] = {1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1e0,  1e1,  1e2,
+                                         1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10,
+                                         1e11, 1e12, 1e13, 1e14, 1e15, 1e16};
+
 /* Writes the p-digit integer di (exactly p digits, the first nonzero) times
  * 10^exp10, trailing zeros dropped, shaped as %.<p>g shapes it: plain when
  * the exponent e of the first digit is in [-4, p), else d.ddde+XX. out holds
@@ -102,9 +91,15 @@ static const uint64_t pow5[23] = {
 static size_t format_digits(char *out, bool neg, uint64_t di, int p, int exp10)
 {
     char digits[24];
-    for (int i = p - 1; i >= 0; i--) {
-        digits[i] = (char)('0' + di % 10u);
-        di /= 10u;
+    int left = p;
+    while (left >= 2) {
+        unsigned r = (unsigned)(di % 100u);
+        di /= 100u;
+        left -= 2;
+        memcpy(digits + left, two_digits + 2u * r, 2);
+    }
+    if (left == 1) {
+        digits[0] = (char)('0' + di);
     }
     int n = p;
     while (n > 1 && digits[n - 1] == '0') {
@@ -182,7 +177,14 @@ static size_t put_double_fast(char *out, double v)
     if (m == 1ull << 52) {
         return 0; /* a power of two: its rounding interval is lopsided */
     }
-    int e = (int)floor(log10(a)); /* may be off by one near powers of ten */
+    /* The decimal exponent from the binary one (floor(E log10 2) is at most
+     * one too low), then one table comparison; may still be off by one near
+     * a power of ten, which the loop below corrects. */
+    int e = ((int)(bits >> 52) - 1023) * 78913;
+    e = e >= 0 ? e >> 18 : -((-e + (1 << 18) - 1) >> 18);
+    if (e >= -5 && e < 16 && a >= pow10_from_m5[e + 6]) {
+        e++;
+    }
     for (int p = 15; p <= 17; p++) {
         uint64_t lo = pow5[p - 1] << (p - 1); /* 10^(p-1) */
         uint64_t hi = lo * 10u;

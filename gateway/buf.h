@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct sg_buf {
     char *data;    /* NUL-terminated when len < cap; may be NULL when cap == 0 */
@@ -18,9 +19,34 @@ struct sg_buf {
 
 /* Makes room for n more bytes (amortised doubling). Aborts on OOM. */
 void sg_buf_reserve(struct sg_buf *b, size_t n);
-void sg_buf_append(struct sg_buf *b, const void *p, size_t n);
-void sg_buf_puts(struct sg_buf *b, const char *s);
-void sg_buf_putc(struct sg_buf *b, char c);
+
+/* Appends n bytes (and keeps the NUL). Inline: the encoder calls it per
+ * field, and the room check is all it needs in the common case. */
+static inline void sg_buf_append(struct sg_buf *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        sg_buf_reserve(b, n);
+    }
+    if (n > 0) {
+        memcpy(b->data + b->len, p, n);
+    }
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static inline void sg_buf_puts(struct sg_buf *b, const char *s)
+{
+    sg_buf_append(b, s, strlen(s));
+}
+
+static inline void sg_buf_putc(struct sg_buf *b, char c)
+{
+    if (b->len + 2 > b->cap) {
+        sg_buf_reserve(b, 1);
+    }
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
 /* printf-style append. */
 void sg_buf_printf(struct sg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends a double so that it reads back to the same bits (shortest of

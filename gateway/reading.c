@@ -51,20 +51,33 @@ const char *sg_invalid_name(int reason)
     return invalid_names[reason];
 }
 
+/* 1 for the characters a sensor_id may hold: [A-Za-z0-9._:-]. */
+#define ID_DIGITS ['0'] = 1, ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, \
+                  ['6'] = 1, ['7'] = 1, ['8'] = 1, ['9'] = 1
+#define ID_UPPER ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1, ['F'] = 1, ['G'] = 1, \
+                 ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1, ['N'] = 1, \
+                 ['O'] = 1, ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1, \
+                 ['V'] = 1, ['W'] = 1, ['X'] = 1, ['Y'] = 1, ['Z'] = 1
+#define ID_LOWER ['a'] = 1, ['b'] = 1, ['c'] = 1, ['d'] = 1, ['e'] = 1, ['f'] = 1, ['g'] = 1, \
+                 ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1, ['l'] = 1, ['m'] = 1, ['n'] = 1, \
+                 ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1, ['t'] = 1, ['u'] = 1, \
+                 ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1
+static const unsigned char id_char_ok[256] = {
+    ID_DIGITS, ID_UPPER, ID_LOWER, ['.'] = 1, ['_'] = 1, [':'] = 1, ['-'] = 1,
+};
+
 bool sg_sensor_id_ok(const char *s, size_t len)
 {
     if (len == 0 || len > SG_SENSOR_ID_MAX) {
         return false;
     }
+    /* A table lookup per character, and one branch at the end: ids are
+     * almost always valid, so there is nothing to gain by stopping early. */
+    unsigned ok = 1;
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '.' || c == '_' || c == ':' || c == '-';
-        if (!ok) {
-            return false;
-        }
+        ok &= id_char_ok[(unsigned char)s[i]];
     }
-    return true;
+    return ok != 0;
 }
 
 int sg_reading_validate(const struct sg_reading *r, uint64_t now_ms, uint64_t max_past_ms,

@@ -7,8 +7,9 @@
  * linked list of its open windows, ascending by start (oldest at the head),
  * plus a hint to the window used last. Windows come from one of two pools
  * (one-channel kinds and ACCEL_G with three channels), each a set of fixed
- * 256-window chunks with a free list; a freed window keeps its sketches'
- * capacity, so in steady state no reading allocates.
+ * 256-window chunks with a free list; a closed window's sketch bins go back
+ * to the free lists of the engine's sketch params (sketch.h), where the next
+ * window takes them, so in steady state no reading allocates.
  *
  * Invariants: an open window of width w has end = start + w >
  * closed_before_ms of its series and width; windows with count == 0 hold only
@@ -30,7 +31,8 @@
  *
  * Memory: a series costs about 300 bytes (see series.h) plus its open
  * windows: 64 + 128 * channels bytes each, plus 12 bytes per sketch bin in
- * use (bins stay allocated with a pooled window for reuse).
+ * use (bin blocks come in size classes of 8, 16, 32, ... bins and are kept
+ * on free lists for reuse, so the engine holds its peak bin demand).
  *
  * The emit callback must not call back into the engine.
  *
@@ -241,6 +243,7 @@ void sg_rollup_engine_free(struct sg_rollup_engine *e)
     }
     pool_destroy(&e->pools[0]);
     pool_destroy(&e->pools[1]);
+    sg_sketch_params_destroy(&e->sk);
     sg_series_table_free(e->series);
     free(e);
 }

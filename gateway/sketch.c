@@ -2,13 +2,16 @@
  * sketch: DDSketch-style log-bucket quantile sketch (see sketch.h for the
  * mapping, the memory bound and the rank convention).
  *
- * Invariants: each store's idx[] is strictly ascending; nbins <= cap <=
- * params->max_bins; count == zero_count + the sum of all cnt[]; min/max are
- * the exact extremes of the values added. Rounding of log() at a bucket
- * boundary may put a value in the neighbouring bucket, which moves its
- * representative by at most about 1e-13 relative beyond alpha.
+ * Invariants: each store's idx[] is strictly ascending; nbins <= the
+ * capacity of its size class <= max_bins rounded up to even; a store with
+ * nbins == 0 holds no block; count == zero_count + the sum of all cnt[];
+ * min/max are the exact extremes of the values added. The table boundaries
+ * 2^(i/n) are rounded to the nearest double, so a value within one ulp of a
+ * boundary may land in the neighbouring bucket, which moves its
+ * representative by at most about 1e-16 relative beyond the accuracy.
  *
- * One thread; allocation only on store growth (amortised doubling).
+ * One thread; allocation only when a store grows into a size class whose
+ * free list is empty.
  */
 #include "sketch.h"
 
@@ -20,10 +23,42 @@
 #include "common.h"
 
 #define STORE_MIN_CAP 8u
+#define MANT_BITS 52u
+#define MANT_MASK ((UINT64_C(1) << MANT_BITS) - 1u)
+#define MAX_BUCKETS_PER_OCTAVE (1u << 20) /* keeps |k| < 2^31 for every double */
+
+/* Fills the mantissa table: cell c covers mantissas [c, c + 1) << shift and
+ * holds at most one boundary 2^(i/n) (the cells are narrower than the
+ * smallest gap 2^(1/n) - 1). */
+static void table_init(struct sg_sketch_params *p, uint32_t bits)
+{
+    uint32_t cells = 1u << bits;
+    uint32_t shift = MANT_BITS - bits;
+    for (uint32_t c = 0; c < cells; c++) {
+        p->bound[c] = UINT64_MAX;
+        p->base[c] = 0;
+    }
+    /* Boundary i's mantissa, then base[c] = boundaries in cells below c. */
+    for (uint32_t i = 0; i < p->n; i++) {
+        double b = (double)exp2l((long double)i / (long double)p->n);
+        uint64_t bits64;
+        memcpy(&bits64, &b, sizeof bits64);
+        uint64_t mant = b >= 2.0 ? MANT_MASK : bits64 & MANT_MASK;
+        uint32_t c = (uint32_t)(mant >> shift);
+        p->bound[c] = mant;
+        if (c + 1u < cells) {
+            p->base[c + 1u]++;
+        }
+    }
+    for (uint32_t c = 1; c < cells; c++) {
+        p->base[c] += p->base[c - 1u];
+    }
+    p->table_shift = shift;
+}
 
 int sg_sketch_params_init(struct sg_sketch_params *p, double alpha, uint32_t max_bins)
 {
-    if (p == NULL || !(alpha > 0.0 && alpha < 0.5)) {
+    if (p == NULL || !(alpha >= 1e-6 && alpha < 0.5)) {
         return SG_EINVAL;
     }
     if (max_bins == 0) {
@@ -32,14 +67,80 @@ int sg_sketch_params_init(struct sg_sketch_params *p, double alpha, uint32_t max
     if (max_bins < 2 || max_bins > (1u << 30)) {
         return SG_EINVAL;
     }
+    /* The smallest n with (gamma - 1) / (gamma + 1) <= alpha for gamma =
+     * 2^(1/n), i.e. n >= 1 / log2((1 + alpha) / (1 - alpha)). */
+    double limit = (1.0 + alpha) / (1.0 - alpha);
+    double nd = ceil(1.0 / log2(limit));
+    if (nd < 1.0) {
+        nd = 1.0;
+    }
+    uint32_t n = (uint32_t)nd;
+    while (n > 1 && (exp2(1.0 / (double)(n - 1u)) - 1.0) / (exp2(1.0 / (double)(n - 1u)) + 1.0) <=
+                        alpha) {
+        n--;
+    }
+    while ((exp2(1.0 / (double)n) - 1.0) / (exp2(1.0 / (double)n) + 1.0) > alpha) {
+        n++;
+    }
+    if (n > MAX_BUCKETS_PER_OCTAVE) {
+        return SG_EINVAL;
+    }
+    memset(p, 0, sizeof(*p));
     p->alpha = alpha;
-    p->gamma = (1.0 + alpha) / (1.0 - alpha);
-    p->log_gamma = log1p(2.0 * alpha / (1.0 - alpha));
-    p->inv_log_gamma = 1.0 / p->log_gamma;
+    p->n = n;
+    p->gamma = exp2(1.0 / (double)n);
+    p->log_gamma = log(2.0) / (double)n;
     p->log_rep = log(2.0 / (1.0 + p->gamma));
     p->max_bins = max_bins;
-    p->bytes = 0;
+    /* Size classes up to the one that holds max_bins. */
+    uint32_t top = (max_bins + 1u) & ~1u;
+    uint32_t cls = 0;
+    while ((STORE_MIN_CAP << cls) < top) {
+        cls++;
+    }
+    p->nclasses = cls + 1u;
+    /* Cells narrower than the smallest boundary gap, with a factor 2 to
+     * spare for the rounding of the boundaries. */
+    double gap = p->gamma - 1.0;
+    uint32_t bits = 1;
+    while (bits < MANT_BITS && ldexp(1.0, -(int)bits) * 2.0 > gap) {
+        bits++;
+    }
+    if ((1u << bits) <= SG_SKETCH_TABLE_MAX && bits < MANT_BITS) {
+        table_init(p, bits);
+    } else {
+        p->table_shift = 0;
+    }
     return 0;
+}
+
+static uint32_t class_cap(const struct sg_sketch_params *p, uint32_t cls)
+{
+    uint32_t top = (p->max_bins + 1u) & ~1u;
+    uint32_t cap = STORE_MIN_CAP << cls;
+    return cap < top ? cap : top;
+}
+
+static size_t block_bytes(uint32_t cap)
+{
+    /* cap is even (a power of two >= 8, or max_bins rounded up to even), so
+     * the counts that follow the indexes are 8-byte aligned. */
+    return (size_t)cap * (sizeof(int32_t) + sizeof(uint64_t));
+}
+
+void sg_sketch_params_destroy(struct sg_sketch_params *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    for (uint32_t c = 0; c < SG_SKETCH_CLASSES; c++) {
+        while (p->free_blocks[c] != NULL) {
+            void *b = p->free_blocks[c];
+            memcpy(&p->free_blocks[c], b, sizeof(void *));
+            p->bytes -= block_bytes(class_cap(p, c));
+            free(b);
+        }
+    }
 }
 
 static void store_init(struct sg_sketch_store *st)
@@ -47,47 +148,48 @@ static void store_init(struct sg_sketch_store *st)
     st->idx = NULL;
     st->cnt = NULL;
     st->nbins = 0;
-    st->cap = 0;
+    st->cls = 0;
 }
 
-static size_t store_bytes(uint32_t cap)
+/* Returns the store's block to its class's free list. */
+static void store_release(struct sg_sketch_params *p, struct sg_sketch_store *st)
 {
-    /* cap is even (a power of two >= 8, or max_bins rounded up to even), so
-     * the counts that follow the indexes are 8-byte aligned. */
-    return (size_t)cap * (sizeof(int32_t) + sizeof(uint64_t));
-}
-
-static void store_destroy(struct sg_sketch_params *p, struct sg_sketch_store *st)
-{
-    if (st->cap > 0) {
-        p->bytes -= store_bytes(st->cap);
-        free(st->idx);
+    if (st->idx != NULL) {
+        void *b = st->idx;
+        memcpy(b, &p->free_blocks[st->cls], sizeof(void *));
+        p->free_blocks[st->cls] = b;
     }
     store_init(st);
 }
 
 static void store_grow(struct sg_sketch_params *p, struct sg_sketch_store *st)
 {
-    uint32_t limit = (p->max_bins + 1u) & ~1u;
-    uint32_t ncap = st->cap == 0 ? STORE_MIN_CAP : st->cap * 2u;
-    if (ncap > limit) {
-        ncap = limit;
+    uint32_t ncls = st->idx == NULL ? 0 : st->cls + 1u;
+    uint32_t ncap = class_cap(p, ncls);
+    char *mem = p->free_blocks[ncls];
+    if (mem != NULL) {
+        memcpy(&p->free_blocks[ncls], mem, sizeof(void *));
+    } else {
+        mem = sg_xmalloc(block_bytes(ncap));
+        p->bytes += block_bytes(ncap);
     }
-    char *mem = sg_xmalloc(store_bytes(ncap));
     int32_t *nidx = (int32_t *)(void *)mem;
     uint64_t *ncnt = (uint64_t *)(void *)(mem + (size_t)ncap * sizeof(int32_t));
     if (st->nbins > 0) {
         memcpy(nidx, st->idx, st->nbins * sizeof(int32_t));
         memcpy(ncnt, st->cnt, st->nbins * sizeof(uint64_t));
     }
-    if (st->cap > 0) {
-        p->bytes -= store_bytes(st->cap);
-        free(st->idx);
-    }
-    p->bytes += store_bytes(ncap);
+    uint32_t n = st->nbins;
+    store_release(p, st);
     st->idx = nidx;
     st->cnt = ncnt;
-    st->cap = ncap;
+    st->nbins = n;
+    st->cls = ncls;
+}
+
+static inline uint32_t store_cap(const struct sg_sketch_params *p, const struct sg_sketch_store *st)
+{
+    return st->idx == NULL ? 0 : class_cap(p, st->cls);
 }
 
 /* First position whose index is >= k. */
@@ -136,7 +238,7 @@ static void store_add(struct sg_sketch_params *p, struct sg_sketch_store *st, in
         return;
     }
     if (n < p->max_bins) {
-        if (n == st->cap) {
+        if (n == store_cap(p, st)) {
             store_grow(p, st);
         }
         store_insert_at(st, i, k);
@@ -195,15 +297,15 @@ void sg_sketch_destroy(struct sg_sketch *s)
     if (s == NULL) {
         return;
     }
-    store_destroy(s->params, &s->pos);
-    store_destroy(s->params, &s->neg);
+    store_release(s->params, &s->pos);
+    store_release(s->params, &s->neg);
     sg_sketch_init(s, s->params);
 }
 
 void sg_sketch_reset(struct sg_sketch *s)
 {
-    s->pos.nbins = 0;
-    s->neg.nbins = 0;
+    store_release(s->params, &s->pos);
+    store_release(s->params, &s->neg);
     s->zero_count = 0;
     s->count = 0;
     s->min = INFINITY;
@@ -216,11 +318,31 @@ struct sg_sketch_key sg_sketch_key_of(const struct sg_sketch_params *p, double x
     if (x == 0.0) {
         return k;
     }
-    double m = fabs(x);
-    k.sign = x > 0.0 ? 1 : -1;
-    /* |log(m)| <= 745 for every finite nonzero double, so the index stays far
-     * inside int32 range for any alpha above 1e-5. */
-    k.index = (int32_t)ceil(log(m) * p->inv_log_gamma);
+    uint64_t bits;
+    memcpy(&bits, &x, sizeof bits);
+    k.sign = (bits >> 63) ? -1 : 1;
+    int32_t e = (int32_t)((bits >> MANT_BITS) & 0x7ffu);
+    if (e == 0) {
+        /* Denormal: scale by 2^64 (exact) to normalise, and take it back
+         * out of the exponent. */
+        double y = fabs(x) * 0x1p64;
+        memcpy(&bits, &y, sizeof bits);
+        e = (int32_t)((bits >> MANT_BITS) & 0x7ffu) - 64;
+    }
+    e -= 1023;
+    uint64_t mant = bits & MANT_MASK;
+    int32_t j;
+    if (p->table_shift != 0) {
+        uint32_t c = (uint32_t)(mant >> p->table_shift);
+        j = (int32_t)p->base[c] + (mant > p->bound[c]);
+    } else {
+        /* The same mapping for alphas too small for the table. */
+        double f;
+        uint64_t fb = mant | (UINT64_C(1023) << MANT_BITS);
+        memcpy(&f, &fb, sizeof f);
+        j = (int32_t)ceil(log2(f) * (double)p->n);
+    }
+    k.index = e * (int32_t)p->n + j;
     return k;
 }
 
@@ -323,5 +445,5 @@ double sg_sketch_quantile(const struct sg_sketch *s, double q)
 
 size_t sg_sketch_memory_bytes(const struct sg_sketch *s)
 {
-    return store_bytes(s->pos.cap) + store_bytes(s->neg.cap);
+    return block_bytes(store_cap(s->params, &s->pos)) + block_bytes(store_cap(s->params, &s->neg));
 }

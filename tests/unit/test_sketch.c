@@ -3,7 +3,9 @@
  * floor(q * (count - 1)) of the sorted values (computed here by sorting), on
  * seeded random data: positives, negatives, zeros, ties, wide ranges, huge
  * and denormal magnitudes, tiny counts; the memory bound (collapse) and the
- * reuse of capacity after reset.
+ * reuse of bin blocks after reset. The log-free bucket mapping is checked
+ * value by value against ceil(n log2 |x|) computed in long double, at bucket
+ * boundaries and their neighbours, for several alphas (table and log2 paths).
  */
 #include "common.h"
 #include "sketch.h"
@@ -78,6 +80,12 @@ static struct sg_sketch_params params;
 static int suite_init(void)
 {
     return sg_sketch_params_init(&params, SG_SKETCH_DEFAULT_ALPHA, 0);
+}
+
+static int suite_cleanup(void)
+{
+    sg_sketch_params_destroy(&params);
+    return 0;
 }
 
 typedef double (*gen_fn)(void);
@@ -239,6 +247,8 @@ static void test_extremes_full_range(void)
     CU_ASSERT_EQUAL(sg_sketch_quantile(&s, 0.0), -DBL_MAX);
     CU_ASSERT(isfinite(sg_sketch_quantile(&s, 0.999)));
     sg_sketch_destroy(&s);
+    sg_sketch_params_destroy(&wide);
+    CU_ASSERT_EQUAL(wide.bytes, 0);
     free(vals);
 }
 
@@ -320,41 +330,172 @@ static void test_memory_bound_collapse(void)
     CU_ASSERT(sg_sketch_quantile(&sp, 0.01) <= sg_sketch_quantile(&sp, 0.5));
     sg_sketch_destroy(&sp);
     sg_sketch_destroy(&sn);
+    CU_ASSERT(small.bytes > 0); /* blocks wait on the free lists */
+    sg_sketch_params_destroy(&small);
     CU_ASSERT_EQUAL(small.bytes, 0);
     free(pos);
     free(neg);
 }
 
-static void test_reset_keeps_capacity(void)
+static void test_reset_reuses_blocks(void)
 {
     struct sg_sketch_params p;
     CU_ASSERT_EQUAL_FATAL(sg_sketch_params_init(&p, 0.005, 0), 0);
     struct sg_sketch s;
+    struct sg_sketch other;
     sg_sketch_init(&s, &p);
+    sg_sketch_init(&other, &p);
     size_t n = 2000;
     double *vals = malloc(n * sizeof(double));
+    size_t bytes = 0;
     for (int round = 0; round < 3; round++) {
         rng_state = 77; /* same values each round */
+        /* Alternate the sketch that takes the values: the second one reuses
+         * the blocks the first gave back on reset. */
+        struct sg_sketch *t = round % 2 == 0 ? &s : &other;
         for (size_t i = 0; i < n; i++) {
             vals[i] = gen_normal_neg();
-            sg_sketch_add(&s, vals[i]);
+            sg_sketch_add(t, vals[i]);
         }
-        size_t bytes = p.bytes;
-        CU_ASSERT(bytes > 0);
-        CU_ASSERT_EQUAL(bytes, sg_sketch_memory_bytes(&s));
-        CU_ASSERT(max_rel_error(&s, vals, n) <= TOL_ALPHA);
-        sg_sketch_reset(&s);
-        CU_ASSERT_EQUAL(sg_sketch_count(&s), 0);
-        CU_ASSERT(isnan(sg_sketch_quantile(&s, 0.5)));
-        CU_ASSERT_EQUAL(p.bytes, bytes); /* capacity kept, nothing freed */
-        if (round > 0) {
-            /* Refilling with the same values did not need to grow. */
-            CU_ASSERT_EQUAL(sg_sketch_memory_bytes(&s), bytes);
+        CU_ASSERT(p.bytes > 0);
+        CU_ASSERT(sg_sketch_memory_bytes(t) > 0);
+        CU_ASSERT(sg_sketch_memory_bytes(t) <= p.bytes);
+        CU_ASSERT(max_rel_error(t, vals, n) <= TOL_ALPHA);
+        if (round == 0) {
+            bytes = p.bytes;
+        } else {
+            /* Refilling with the same values allocated nothing new. */
+            CU_ASSERT_EQUAL(p.bytes, bytes);
         }
+        sg_sketch_reset(t);
+        CU_ASSERT_EQUAL(sg_sketch_count(t), 0);
+        CU_ASSERT_EQUAL(sg_sketch_memory_bytes(t), 0);
+        CU_ASSERT(isnan(sg_sketch_quantile(t, 0.5)));
+        CU_ASSERT_EQUAL(p.bytes, bytes); /* blocks kept on the free lists */
     }
     sg_sketch_destroy(&s);
+    sg_sketch_destroy(&other);
+    sg_sketch_params_destroy(&p);
     CU_ASSERT_EQUAL(p.bytes, 0);
     sg_sketch_destroy(NULL);
+    sg_sketch_params_destroy(NULL);
+    free(vals);
+}
+
+/* k must satisfy gamma^(k-1) < |x| <= gamma^k, i.e. k = ceil(n log2 |x|),
+ * here computed independently in long double. Within 1e-9 of a boundary the
+ * double-rounded table boundary may decide either way. Also checks the
+ * representative's relative error against alpha. Returns failures. */
+static int check_key(const struct sg_sketch_params *p, double x)
+{
+    if (!isfinite(x)) {
+        return 0; /* a neighbour of DBL_MAX; the engine never maps these */
+    }
+    struct sg_sketch_key k = sg_sketch_key_of(p, x);
+    if (x == 0.0) {
+        return k.sign != 0 || k.index != 0;
+    }
+    if (k.sign != (x > 0.0 ? 1 : -1)) {
+        return 1;
+    }
+    long double t = (long double)p->n * log2l(fabsl((long double)x));
+    long double want = ceill(t);
+    int bad = 0;
+    if ((long double)k.index != want) {
+        long double near = roundl(t);
+        bad = !(fabsl(t - near) < 1e-9L && fabsl((long double)k.index - want) <= 1.0L);
+    }
+    /* Representative 2 gamma^k / (gamma + 1), relative to |x|. */
+    long double g = exp2l(1.0L / (long double)p->n);
+    long double rep = 2.0L * exp2l((long double)k.index / (long double)p->n) / (g + 1.0L);
+    long double rel = fabsl(rep - fabsl((long double)x)) / fabsl((long double)x);
+    if (!(rel <= (long double)p->alpha * (1.0L + 1e-9L))) {
+        bad = 1;
+    }
+    if (bad) {
+        fprintf(stderr, "\n  alpha %g n %u: x %.17g -> k %d, want %.0Lf (t %.12Lf) rel %Lg\n",
+                p->alpha, p->n, x, k.index, want, t, rel);
+    }
+    return bad;
+}
+
+static void test_mapping_against_log(void)
+{
+    static const double alphas[] = {0.005, 0.01, 0.001, 0.05, 0.3, 0.49, 0.0001, 1e-6};
+    for (size_t a = 0; a < sizeof alphas / sizeof alphas[0]; a++) {
+        struct sg_sketch_params p;
+        CU_ASSERT_EQUAL_FATAL(sg_sketch_params_init(&p, alphas[a], 0), 0);
+        /* n is the smallest whole number of buckets per octave that keeps
+         * the accuracy. */
+        double g = exp2(1.0 / p.n);
+        CU_ASSERT((g - 1.0) / (g + 1.0) <= alphas[a]);
+        if (p.n > 1) {
+            double g1 = exp2(1.0 / (p.n - 1));
+            CU_ASSERT((g1 - 1.0) / (g1 + 1.0) > alphas[a]);
+        }
+        if (alphas[a] == 0.005) {
+            CU_ASSERT_EQUAL(p.n, 70);
+            CU_ASSERT(p.table_shift != 0);
+        }
+        if (alphas[a] <= 0.0001) {
+            CU_ASSERT_EQUAL(p.table_shift, 0); /* too fine for the table: log2 path */
+        }
+        int bad = 0;
+        static const double fixed[] = {0.0,     -0.0,     DBL_MAX, -DBL_MAX, DBL_MIN, -DBL_MIN,
+                                       DBL_TRUE_MIN, -DBL_TRUE_MIN, 1.0,   -1.0,  2.0,   0.5,
+                                       3.0,     1e-310,   1e300,   20.0,     -9.81,   0.1};
+        for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+            bad += check_key(&p, fixed[i]);
+            bad += check_key(&p, nextafter(fixed[i], INFINITY));
+            bad += check_key(&p, nextafter(fixed[i], -INFINITY));
+        }
+        /* Every boundary 2^(i/n) of one octave (and of a denormal and a
+         * huge octave), with its neighbours. */
+        uint32_t step = p.n > 5000 ? p.n / 5000 : 1;
+        for (uint32_t i = 0; i < p.n; i += step) {
+            double b = (double)exp2l((long double)i / (long double)p.n);
+            static const double scales[] = {1.0, 0x1p-1060, 0x1p1000, -0x1p-3};
+            for (size_t sc = 0; sc < sizeof scales / sizeof scales[0]; sc++) {
+                double x = b * scales[sc];
+                bad += check_key(&p, x);
+                bad += check_key(&p, nextafter(x, INFINITY));
+                bad += check_key(&p, nextafter(x, -INFINITY));
+            }
+        }
+        /* Random bit patterns: any finite double. */
+        rng_state = 1234 + a;
+        for (int i = 0; i < 20000; i++) {
+            uint64_t bits = rng_next();
+            double x;
+            memcpy(&x, &bits, sizeof x);
+            if (isfinite(x)) {
+                bad += check_key(&p, x);
+            }
+        }
+        CU_ASSERT_EQUAL(bad, 0);
+        sg_sketch_params_destroy(&p);
+    }
+    struct sg_sketch_params p;
+    CU_ASSERT_EQUAL(sg_sketch_params_init(&p, 1e-7, 0), SG_EINVAL);
+}
+
+static void test_log2_path_quantiles(void)
+{
+    /* An alpha too fine for the table still meets its accuracy. */
+    struct sg_sketch_params p;
+    CU_ASSERT_EQUAL_FATAL(sg_sketch_params_init(&p, 0.0001, 0), 0);
+    struct sg_sketch s;
+    sg_sketch_init(&s, &p);
+    size_t n = 5000;
+    double *vals = malloc(n * sizeof(double));
+    rng_state = 31;
+    for (size_t i = 0; i < n; i++) {
+        vals[i] = gen_normal_neg();
+        CU_ASSERT_EQUAL(sg_sketch_add(&s, vals[i]), 0);
+    }
+    CU_ASSERT(max_rel_error(&s, vals, n) <= 0.0001 * (1.0 + 1e-9));
+    sg_sketch_destroy(&s);
+    sg_sketch_params_destroy(&p);
     free(vals);
 }
 
@@ -383,18 +524,21 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS) {
         return 1;
     }
-    CU_pSuite s1 = CU_add_suite("quantiles_random", suite_init, NULL);
+    CU_pSuite s1 = CU_add_suite("quantiles_random", suite_init, suite_cleanup);
     CU_add_test(s1, "distributions_and_sizes", test_random_distributions);
-    CU_pSuite s2 = CU_add_suite("rank_convention", suite_init, NULL);
+    CU_pSuite s2 = CU_add_suite("rank_convention", suite_init, suite_cleanup);
     CU_add_test(s2, "small_counts", test_small_counts_exact_rank);
-    CU_pSuite s3 = CU_add_suite("extremes", suite_init, NULL);
+    CU_pSuite s3 = CU_add_suite("extremes", suite_init, suite_cleanup);
     CU_add_test(s3, "full_double_range", test_extremes_full_range);
     CU_add_test(s3, "non_finite_and_params", test_non_finite_rejected);
-    CU_pSuite s4 = CU_add_suite("memory", suite_init, NULL);
+    CU_pSuite s4 = CU_add_suite("memory", suite_init, suite_cleanup);
     CU_add_test(s4, "bound_collapses_lowest", test_memory_bound_collapse);
-    CU_add_test(s4, "reset_keeps_capacity", test_reset_keeps_capacity);
-    CU_pSuite s5 = CU_add_suite("shared_key", suite_init, NULL);
+    CU_add_test(s4, "reset_reuses_blocks", test_reset_reuses_blocks);
+    CU_pSuite s5 = CU_add_suite("shared_key", suite_init, suite_cleanup);
     CU_add_test(s5, "key_of_equals_add", test_key_shared_between_sketches);
+    CU_pSuite s6 = CU_add_suite("mapping", suite_init, suite_cleanup);
+    CU_add_test(s6, "key_against_long_double_log", test_mapping_against_log);
+    CU_add_test(s6, "log2_path_quantiles", test_log2_path_quantiles);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = CU_get_number_of_failures() != 0;
