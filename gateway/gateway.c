@@ -35,6 +35,14 @@
 #include <unistd.h>
 #include <uv.h>
 
+/* The inbox's coalescing delay: a message waits at most this much (+ 1 ms
+ * timer granularity) longer before the loop handles it, and a steady stream
+ * wakes the loop about once per this interval instead of once per message.
+ * 0 = wake per message. */
+#ifndef INBOX_COALESCE_MS
+#define INBOX_COALESCE_MS 1
+#endif
+
 enum mqtt_state { MQTT_IDLE, MQTT_CONNECTING, MQTT_SUBSCRIBING, MQTT_UP, MQTT_WAIT_RETRY };
 enum stop_state { RUNNING, STOP_DISCONNECTING, STOP_DRAINING, STOP_CLOSING };
 
@@ -993,6 +1001,9 @@ static int start(struct gw *g)
     if (sg_inbox_init(&g->inbox, &g->loop, c->limits.inbox_bytes, 1000, on_inbox, g) != 0) {
         return -1;
     }
+    /* Drain the inbox at most every INBOX_COALESCE_MS while messages keep
+     * coming, instead of waking the loop per message (inbox.h). */
+    sg_inbox_set_coalesce(&g->inbox, INBOX_COALESCE_MS);
     g->inbox_open = true;
     struct sg_ingest_opts io = {
         .uri = c->mqtt.uri,

@@ -24,21 +24,50 @@ static size_t rec_size(size_t tlen, size_t plen)
     return (sizeof(struct rec) + tlen + plen + 7u) & ~(size_t)7u;
 }
 
-static size_t drain_once(struct sg_inbox *ib);
+static size_t drain_once(struct sg_inbox *ib, bool coalesce);
+
+static void on_timer(uv_timer_t *h);
 
 /* One swap per wake-up, so a producer as fast as the loop cannot keep the
  * loop here forever (timers, curl, signals and /metrics run in between).
- * If more arrived meanwhile, the producer already sent a wake-up (it sends
- * on empty -> non-empty, and the swap left the buffer empty); sending again
- * costs nothing and does not depend on that. */
-static void on_async(uv_async_t *h)
+ * Without coalescing, the swap cleared `armed`, so a record pushed since
+ * has sent a wake-up itself; sending again costs nothing and does not
+ * depend on that. With coalescing, a drain that found records left `armed`
+ * set and the timer brings the next drain. */
+static void drain_and_rearm(struct sg_inbox *ib)
 {
-    struct sg_inbox *ib = h->data;
-    drain_once(ib);
+    bool coalesce = ib->coalesce_ms > 0;
+    size_t n = drain_once(ib, coalesce);
+    if (coalesce) {
+        if (n > 0) {
+            uv_timer_start(&ib->timer, on_timer, ib->coalesce_ms, 0);
+        }
+        return;
+    }
     pthread_mutex_lock(&ib->mu);
     bool more = ib->fill_count > 0 && !ib->closing;
     pthread_mutex_unlock(&ib->mu);
     if (more) {
+        uv_async_send(&ib->async);
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    drain_and_rearm(h->data);
+}
+
+static void on_timer(uv_timer_t *h)
+{
+    drain_and_rearm(h->data);
+}
+
+void sg_inbox_set_coalesce(struct sg_inbox *ib, uint64_t delay_ms)
+{
+    ib->coalesce_ms = delay_ms;
+    if (delay_ms == 0 && uv_is_active((uv_handle_t *)&ib->timer)) {
+        /* The pending drain now, which also clears armed when it is empty. */
+        uv_timer_stop(&ib->timer);
         uv_async_send(&ib->async);
     }
 }
@@ -63,6 +92,8 @@ int sg_inbox_init(struct sg_inbox *ib, uv_loop_t *loop, size_t cap_bytes, uint64
         return SG_EIO;
     }
     ib->async.data = ib;
+    uv_timer_init(loop, &ib->timer); /* cannot fail on an initialised loop */
+    ib->timer.data = ib;
     return 0;
 }
 
@@ -113,7 +144,8 @@ int sg_inbox_push_at(struct sg_inbox *ib, int type, int arg, uint64_t arrival_ms
             atomic_fetch_add(&ib->overflows, 1);
         }
     }
-    bool was_empty = ib->fill.len == 0;
+    bool wake = !ib->armed;
+    ib->armed = true;
     sg_buf_reserve(&ib->fill, need);
     char *p = ib->fill.data + ib->fill.len;
     memcpy(p, &h, sizeof h);
@@ -129,9 +161,10 @@ int sg_inbox_push_at(struct sg_inbox *ib, int type, int arg, uint64_t arrival_ms
     atomic_fetch_add(&ib->bytes, need);
     pthread_mutex_unlock(&ib->mu);
 
-    /* Wake only on empty -> non-empty; sends coalesce and the loop drains
-     * everything it finds. Done after unlocking. */
-    if (was_empty) {
+    /* Wake only when no wake-up is owed yet (empty -> non-empty, or the
+     * first push after a coalescing drain found nothing); sends coalesce
+     * and the loop drains everything it finds. Done after unlocking. */
+    if (wake) {
         uv_async_send(&ib->async);
     }
     return 0;
@@ -141,14 +174,16 @@ size_t sg_inbox_drain(struct sg_inbox *ib)
 {
     size_t handled = 0;
     size_t n;
-    while ((n = drain_once(ib)) > 0) {
+    while ((n = drain_once(ib, false)) > 0) {
         handled += n;
     }
     return handled;
 }
 
-/* Swaps the buffers once and handles every record taken. */
-static size_t drain_once(struct sg_inbox *ib)
+/* Swaps the buffers once and handles every record taken. The swap clears
+ * `armed` (the next push sends a wake-up) unless coalesce is set and
+ * records were taken: then the caller arms the timer for the next drain. */
+static size_t drain_once(struct sg_inbox *ib, bool coalesce)
 {
     size_t handled = 0;
     {
@@ -159,6 +194,7 @@ static size_t drain_once(struct sg_inbox *ib)
         sg_buf_reset(&ib->fill);
         size_t n = ib->fill_count;
         ib->fill_count = 0;
+        ib->armed = coalesce && n > 0;
         pthread_cond_broadcast(&ib->not_full);
         pthread_mutex_unlock(&ib->mu);
         if (n == 0) {
@@ -192,6 +228,9 @@ static size_t drain_once(struct sg_inbox *ib)
 static void on_closed(uv_handle_t *h)
 {
     struct sg_inbox *ib = h->data;
+    if (--ib->open_handles > 0) {
+        return;
+    }
     sg_buf_free(&ib->fill);
     sg_buf_free(&ib->drain);
     pthread_cond_destroy(&ib->not_full);
@@ -211,5 +250,7 @@ void sg_inbox_close(struct sg_inbox *ib, void (*cb)(void *arg), void *arg)
     sg_inbox_drain(ib);
     ib->close_cb = cb;
     ib->close_arg = arg;
+    ib->open_handles = 2;
+    uv_close((uv_handle_t *)&ib->timer, on_closed);
     uv_close((uv_handle_t *)&ib->async, on_closed);
 }

@@ -3,10 +3,22 @@
  *
  * Producers (any thread) append a record {type, arg, arrival_ms, topic,
  * payload} to a byte buffer under a mutex and wake the loop with
- * uv_async_send only when the buffer goes from empty to non-empty. The loop
- * swaps the whole buffer out under the lock and handles every record
- * without it, so the loop pays one lock per wake-up, not per message, and no
- * malloc in steady state (the two buffers keep their capacity).
+ * uv_async_send only when no wake-up is owed to the loop yet (the buffer
+ * went from empty to non-empty). The loop swaps the whole buffer out under
+ * the lock and handles every record without it, so the loop pays one lock
+ * per wake-up, not per message, and no malloc in steady state (the two
+ * buffers keep their capacity).
+ *
+ * Coalescing (sg_inbox_set_coalesce, off by default): after a wake-up that
+ * found records, the loop does not ask to be woken per message again but
+ * drains once more after coalesce_ms (a one-shot timer), and again while
+ * each drain finds records; producers send nothing meanwhile. The first
+ * drain that finds the inbox empty stops the timer and goes back to
+ * wake-on-push, so an idle inbox has no timer running. A record then waits
+ * at most coalesce_ms (+ the loop's 1 ms timer granularity) longer than
+ * without coalescing; in exchange a steady stream wakes the loop about once
+ * per coalesce_ms instead of once per message, and the producer skips the
+ * eventfd write.
  *
  * Back-pressure: when the buffer holds cap_bytes, a producer waits (up to
  * wait_ms) for the loop to drain it, which stalls Paho's receive thread and
@@ -51,6 +63,11 @@ typedef void (*sg_inbox_cb)(void *ctx, const struct sg_inmsg *m);
 
 struct sg_inbox {
     uv_async_t async;          /* must stay first-class member: uv_close'd by sg_inbox_close */
+    uv_timer_t timer;          /* coalescing: the next drain (loop thread only) */
+    uint64_t coalesce_ms;      /* 0 = off */
+    bool armed;                /* under mu: a wake-up (async or timer) is owed to the loop,
+                                * so producers need not send one */
+    int open_handles;          /* closing: handles not yet closed */
     pthread_mutex_t mu;
     pthread_cond_t not_full;
     struct sg_buf fill;        /* producers append here (under mu) */
@@ -74,6 +91,11 @@ struct sg_inbox {
  * producer's wait when full. Returns 0 or SG_EIO (uv_async_init failed). */
 int sg_inbox_init(struct sg_inbox *ib, uv_loop_t *loop, size_t cap_bytes, uint64_t wait_ms,
                   sg_inbox_cb cb, void *ctx);
+
+/* Loop thread, before producers start (or any time on the loop): after a
+ * wake-up that found records, drain again after delay_ms instead of
+ * waking per message (see the top of this file). 0 = off (the default). */
+void sg_inbox_set_coalesce(struct sg_inbox *ib, uint64_t delay_ms);
 
 /* Any thread. Copies topic and payload. Returns 0, or SG_EINVAL after
  * sg_inbox_close began (nothing appended). Never call while holding a lock

@@ -23,19 +23,44 @@
  *   18     t     topic bytes (not NUL-terminated)
  *   18+t   p     payload bytes (the MQTT payload, exactly as received)
  *
+ * After the last record the file may hold zero bytes up to its end: space
+ * the writer filled ahead of its appends (below) and had not cut off again
+ * because the process died (kill -9) before closing the segment. No record
+ * starts with a zero byte run to the end of the file (len >= 10), so a
+ * reader treats zeros from a record boundary to the end of the file as the
+ * clean end of the segment and truncates them, without counting a torn
+ * tail. (A reader that predates this counts them as one torn tail and
+ * truncates them: the same records come back either way.)
+ *
  * A reader stops a segment at the first record that is short (fewer than 8
  * + len bytes left), has an absurd len, or fails its CRC, and truncates the
  * file there: such a tail can only come from a write cut short by a crash
  * or a failed disk (torn), since records are written whole under a mutex
  * and a failed write is cut off again at once.
  *
+ * Writing: a record of up to MAP_MAX_RECORD bytes is stored with memcpy
+ * into a MAP_SHARED window (MAP_WINDOW bytes) of the current segment: a
+ * store into the page cache like pwritev's, so it survives a process crash
+ * the moment memcpy returns, without a system call per record. Before the
+ * window moves forward, the file is extended under it by writing zeros with
+ * pwrite, so the disk space is reserved (a full disk fails that pwrite, and
+ * the record then goes through pwritev and fails cleanly: never a SIGBUS).
+ * Larger records, and any record when that fails, use pwritev. Closing the
+ * segment unmaps it and truncates the zeros after cur_bytes. The sync
+ * thread's fdatasync also writes the pages dirtied through the mapping
+ * (Linux marks a shared file page dirty on the first store after each
+ * writeback, by a write-protect fault), so no msync is needed.
+ *
  * Invariants:
  * - Records go only to the current segment (the last one, created by this
  *   process); segments found at open are closed and only read (replay),
  *   truncated (torn tail) or deleted (trim).
- * - The current segment's file ends exactly at cur_bytes after every
- *   append: a failed write is truncated back, and if even that fails the
- *   segment is closed, so no record is ever written after garbage.
+ * - The current segment's records end exactly at cur_bytes after every
+ *   append, followed only by zeros up to file_bytes: a failed write is
+ *   truncated back (the window unmapped first, so no mapped page lies
+ *   past the end of the file), and if even that fails the segment is
+ *   closed, so no record is ever written after garbage. A closed segment
+ *   ends at its last record (unless the cut of its zeros failed).
  * - fdatasync happens only on the sync thread (and at close): Paho acks one
  *   message at a time, so a per-append fsync would cap throughput at
  *   1/fsync-latency. A closed segment's fd is handed to the sync thread,
@@ -43,8 +68,9 @@
  *
  * Threads: append from any thread; trim and stats from any thread; open,
  * replay and close with no append running. One mutex guards everything
- * mutable; it is held for one pwritev (plus a file creation at rotation),
- * never across an fsync or an unlink.
+ * mutable; it is held for one memcpy or pwritev (plus a zero fill every
+ * MAP_WINDOW bytes and a file creation at rotation), never across an fsync
+ * or an unlink.
  */
 #include "journal.h"
 
@@ -53,11 +79,13 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/uio.h>
@@ -76,6 +104,17 @@
 #define DEFAULT_SEGMENT_BYTES ((uint64_t)64 << 20)
 #define DEFAULT_SEGMENT_MS UINT64_C(10000)
 #define READ_CHUNK ((size_t)256 << 10)
+/* Records of up to MAP_MAX_RECORD bytes are stored through a writable
+ * shared mapping of MAP_WINDOW bytes of the current segment (filled with
+ * zeros first); larger ones go through pwritev. The first store into each
+ * page costs a page fault (about 6 us on this VM's ext4, file_update_time
+ * and page_mkwrite), a pwritev about 1.7 us + 0.4 us per KiB, so the
+ * mapping wins only below about 1.5 KiB per record. */
+#define MAP_WINDOW ((uint64_t)256 << 10)
+#define MAP_MAX_RECORD ((uint64_t)1024)
+#define ZERO_CHUNK ((size_t)64 << 10)
+
+static const uint8_t zeros[ZERO_CHUNK];
 /* "journal-" + 20 digits + ".log" */
 #define NAME_PREFIX "journal-"
 #define NAME_SUFFIX ".log"
@@ -113,6 +152,10 @@ struct sg_journal {
     size_t nsegs, segs_cap;
     int fd;                     /* current segment, -1 = none yet (or closed) */
     uint64_t cur_bytes;         /* valid length of the current segment */
+    uint64_t file_bytes;        /* its file size: >= cur_bytes, the rest preallocated zeros */
+    uint8_t *map;               /* MAP_WINDOW bytes of it mapped at map_off, or NULL */
+    uint64_t map_off;           /* page aligned */
+    uint64_t page_bytes;
     uint64_t cur_first_ms;      /* arrival_ms of its first record */
     bool cur_has_records;
     uint64_t next_seq;          /* for the next segment file */
@@ -180,12 +223,62 @@ static void put64(uint8_t *p, uint64_t v)
     put32(p + 4, (uint32_t)(v >> 32));
 }
 
+/* The SSE 4.2 crc32 instruction computes exactly this CRC (Castagnoli,
+ * reflected), 8 bytes per instruction and without the 8 KiB of tables that
+ * the Paho thread's other work keeps evicting from the cache. Chosen at run
+ * time, so the build needs no -msse4.2. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SG_CRC_HW 1
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uint8_t *p,
+                                                           size_t len)
+{
+    uint64_t c = crc;
+    while (len >= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+        p += 8;
+        len -= 8;
+    }
+    uint32_t c32 = (uint32_t)c;
+    while (len-- > 0) {
+        c32 = __builtin_ia32_crc32qi(c32, *p++);
+    }
+    return c32;
+}
+#endif
+
+static bool crc_hw_ok;      /* the CPU has the instruction (set once by crc_init) */
+static _Atomic bool crc_hw_on; /* use it (tests switch it off to check the tables) */
+
+static void crc_detect(void)
+{
+    crc_init();
+#ifdef SG_CRC_HW
+    __builtin_cpu_init();
+    crc_hw_ok = __builtin_cpu_supports("sse4.2") != 0;
+#endif
+    atomic_store(&crc_hw_on, crc_hw_ok);
+}
+
+bool sg_journal__crc_use_hw(bool on)
+{
+    pthread_once(&crc_once, crc_detect);
+    atomic_store(&crc_hw_on, on && crc_hw_ok);
+    return on && crc_hw_ok;
+}
+
 uint32_t sg_journal_crc32c(uint32_t crc, const void *data, size_t len)
 {
     const uint8_t *p = data;
 
-    pthread_once(&crc_once, crc_init);
+    pthread_once(&crc_once, crc_detect);
     crc = ~crc;
+#ifdef SG_CRC_HW
+    if (atomic_load_explicit(&crc_hw_on, memory_order_relaxed)) {
+        return ~crc_hw(crc, p, len);
+    }
+#endif
     while (len >= 8) {
         uint32_t lo = crc ^ le32(p);
         uint32_t hi = le32(p + 4);
@@ -327,6 +420,68 @@ static int pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off)
 
 /* ---- segments (mu held) ----------------------------------------------- */
 
+static void unmap_locked(struct sg_journal *j)
+{
+    if (j->map != NULL) {
+        munmap(j->map, MAP_WINDOW);
+        j->map = NULL;
+    }
+}
+
+/* Unmaps the current segment and cuts its preallocated zeros off, so a
+ * closed segment ends at its last record. If the cut fails the zeros stay:
+ * replay reads zeros after the last record as a clean end. */
+static void finish_current_locked(struct sg_journal *j)
+{
+    unmap_locked(j);
+    if (j->fd >= 0 && j->file_bytes > j->cur_bytes &&
+        ftruncate(j->fd, (off_t)j->cur_bytes) == 0) {
+        j->file_bytes = j->cur_bytes;
+    }
+}
+
+/* Where the next rec_len bytes of the current segment can be stored with a
+ * memcpy, or NULL (the caller then uses pwritev). Moves the mapped window
+ * forward when needed, after extending the file under it with written
+ * zeros. Written, not fallocated or sparse: the file system has reserved
+ * the space before anything is stored into the mapping, so a full disk is
+ * an error of this pwritev (the record then goes to pwritev itself and
+ * fails there, cleanly) and never a SIGBUS on the store; and the pages are
+ * already in the page cache, which makes the first store into each page
+ * about 2.5 times cheaper than into fallocated space on ext4 (measured:
+ * about 6 vs 15 us per 4 KiB page on this VM). */
+static uint8_t *window_locked(struct sg_journal *j, uint64_t rec_len)
+{
+    if (rec_len > MAP_MAX_RECORD) {
+        return NULL;
+    }
+    if (j->map != NULL && j->cur_bytes + rec_len <= j->map_off + MAP_WINDOW) {
+        return j->map + (j->cur_bytes - j->map_off);
+    }
+    unmap_locked(j);
+    uint64_t off = j->cur_bytes & ~(j->page_bytes - 1);
+    while (j->file_bytes < off + MAP_WINDOW) {
+        uint64_t want = off + MAP_WINDOW - j->file_bytes;
+        ssize_t w = pwrite(j->fd, zeros, want < ZERO_CHUNK ? (size_t)want : ZERO_CHUNK,
+                           (off_t)j->file_bytes);
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            return NULL; /* what was written stays as a zero tail */
+        }
+        j->file_bytes += (uint64_t)w;
+        j->dirty = true;
+    }
+    void *m = mmap(NULL, MAP_WINDOW, PROT_READ | PROT_WRITE, MAP_SHARED, j->fd, (off_t)off);
+    if (m == MAP_FAILED) {
+        return NULL;
+    }
+    j->map = m;
+    j->map_off = off;
+    return j->map + (j->cur_bytes - off);
+}
+
 /* Closes the current segment: its fd goes to the sync thread (which syncs
  * and closes it) or is closed now when there is no sync thread. */
 static void close_current_locked(struct sg_journal *j)
@@ -334,6 +489,7 @@ static void close_current_locked(struct sg_journal *j)
     if (j->fd < 0) {
         return;
     }
+    finish_current_locked(j);
     /* With a sync thread the fd always goes to it, even when clean: it may
      * be in the middle of an fdatasync of this very fd (taken as the
      * current one), and closing it here would let the number be reused. */
@@ -361,7 +517,7 @@ static int new_segment_locked(struct sg_journal *j)
     put32(hdr + 4, JOURNAL_VERSION);
     for (int attempt = 0;; attempt++) {
         seg_name(name, sizeof(name), j->next_seq);
-        fd = openat(j->dir_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        fd = openat(j->dir_fd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd >= 0) {
             break;
         }
@@ -386,6 +542,7 @@ static int new_segment_locked(struct sg_journal *j)
     j->next_seq++;
     j->fd = fd;
     j->cur_bytes = HEADER_BYTES;
+    j->file_bytes = HEADER_BYTES;
     j->cur_has_records = false;
     j->cur_first_ms = 0;
     j->dirty = true;
@@ -509,6 +666,7 @@ static void journal_free(struct sg_journal *j)
         return;
     }
     if (j->fd >= 0) {
+        finish_current_locked(j);
         close(j->fd);
     }
     for (size_t i = 0; i < j->pending.n; i++) {
@@ -696,6 +854,8 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o)
     j->segment_ms = o->segment_ms != 0 ? o->segment_ms : DEFAULT_SEGMENT_MS;
     j->sync_ms = o->sync_ms;
     j->min_free_bytes = o->min_free_bytes;
+    long pg = sysconf(_SC_PAGESIZE);
+    j->page_bytes = pg > 0 && ((uint64_t)pg & ((uint64_t)pg - 1)) == 0 ? (uint64_t)pg : 4096u;
     pthread_mutex_init(&j->mu, NULL);
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -758,7 +918,11 @@ void sg_journal_close(struct sg_journal *j)
         pthread_cond_signal(&j->cv);
         pthread_mutex_unlock(&j->mu);
         pthread_join(j->thr, NULL);
-        /* The final sync, on this thread now that the helper is gone. */
+        /* Cut the preallocated tail first, so the final sync (on this
+         * thread now that the helper is gone) also makes the size durable. */
+        pthread_mutex_lock(&j->mu);
+        finish_current_locked(j);
+        pthread_mutex_unlock(&j->mu);
         sync_round(j);
     }
     journal_free(j);
@@ -872,20 +1036,38 @@ int sg_journal_append(struct sg_journal *j, uint64_t arrival_ms, const char *top
         ret = SG_EIO;
         goto out;
     }
-    if (pwritev_full(j->fd, iov, niov, j->cur_bytes) != 0) {
+    uint8_t *dst = window_locked(j, rec_len);
+    if (dst != NULL) {
+        /* A store into the page cache, like pwritev's copy but without the
+         * system call: it survives a kill -9 the same way. */
+        memcpy(dst, head, sizeof(head));
+        if (topic_len > 0) {
+            memcpy(dst + sizeof(head), topic, topic_len);
+        }
+        if (payload_len > 0) {
+            memcpy(dst + sizeof(head) + topic_len, payload, payload_len);
+        }
+    } else if (pwritev_full(j->fd, iov, niov, j->cur_bytes) != 0) {
         int e = errno;
-        /* Cut off whatever part of the record reached the file, so the
-         * next record follows the last good one. If that fails too, close
-         * the segment: replay stops at the garbage, and nothing is ever
-         * written after it. */
+        /* Cut off whatever part of the record reached the file (and any
+         * preallocated zeros), so the next record follows the last good
+         * one. If that fails too, close the segment: replay stops at the
+         * garbage, and nothing is ever written after it. The window goes
+         * first: a mapping past the end of the file must never be
+         * touched. */
         j->dirty = true;
+        unmap_locked(j);
         if (ftruncate(j->fd, (off_t)j->cur_bytes) != 0) {
             close_current_locked(j);
+        } else {
+            j->file_bytes = j->cur_bytes;
         }
         j->st.errors++;
         errno = e;
         ret = SG_EIO;
         goto out;
+    } else if (j->cur_bytes + rec_len > j->file_bytes) {
+        j->file_bytes = j->cur_bytes + rec_len;
     }
     if (!j->cur_has_records) {
         j->cur_has_records = true;
@@ -943,6 +1125,25 @@ static const uint8_t *reader_get(struct reader *r, uint64_t off, size_t n)
     return r->buf;
 }
 
+/* 1 if [off, size) holds only zero bytes, 0 if not, -1 on a read error. */
+static int zero_to_end(struct reader *r, uint64_t off)
+{
+    while (off < r->size) {
+        size_t n = r->size - off > READ_CHUNK ? READ_CHUNK : (size_t)(r->size - off);
+        const uint8_t *p = reader_get(r, off, n);
+        if (p == NULL) {
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] != 0) {
+                return 0;
+            }
+        }
+        off += n;
+    }
+    return 1;
+}
+
 /* Replays one segment. Returns 0 (with *empty when no intact record was
  * found) or SG_EIO. */
 static int replay_segment(struct sg_journal *j, struct seg *sg, struct reader *r,
@@ -954,6 +1155,7 @@ static int replay_segment(struct sg_journal *j, struct seg *sg, struct reader *r
     uint64_t records = 0;
     uint64_t newest = 0;
     const char *why = NULL;
+    bool zero_tail = false;
     int ret = SG_EIO;
 
     seg_name(name, sizeof(name), sg->seq);
@@ -965,6 +1167,24 @@ static int replay_segment(struct sg_journal *j, struct seg *sg, struct reader *r
     r->boff = 0;
     r->blen = 0;
     while (off < r->size) {
+        /* Zeros from a record boundary to the end: space preallocated for
+         * appends that never came (a process that did not close the
+         * segment, e.g. kill -9). No record starts with a zero length, so
+         * this is a clean end, not a torn one. */
+        const uint8_t *z = reader_get(r, off, 1);
+        if (z == NULL) {
+            goto out;
+        }
+        if (z[0] == 0) {
+            int zr = zero_to_end(r, off);
+            if (zr < 0) {
+                goto out;
+            }
+            if (zr == 1) {
+                zero_tail = true;
+                break;
+            }
+        }
         if (r->size - off < 8) {
             why = "short record header";
             break;
@@ -1007,10 +1227,12 @@ static int replay_segment(struct sg_journal *j, struct seg *sg, struct reader *r
         newest = arrival_ms > newest ? arrival_ms : newest;
         off += 8u + len;
     }
-    if (why != NULL) {
+    if (why != NULL || zero_tail) {
         if (ftruncate(r->fd, (off_t)off) != 0 || (j->sync_ms > 0 && fdatasync(r->fd) != 0)) {
             goto out;
         }
+    }
+    if (why != NULL) {
         sg_log(SG_LOG_WARN, "journal",
                "torn tail truncated file=%s/%s offset=%" PRIu64 " dropped_bytes=%" PRIu64
                " reason=\"%s\" intact_records=%" PRIu64,

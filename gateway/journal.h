@@ -16,6 +16,7 @@
 #ifndef SG_JOURNAL_H
 #define SG_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,10 +71,13 @@ struct sg_journal_stats {
 int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o);
 
 /* Appends one record {arrival_ms, topic, payload} to the current segment
- * with one pwritev(2) (the header is built on the stack; no allocation),
- * rotating first when the segment is full or old. The record is in the
- * page cache when this returns 0, so it survives a process crash; it is
- * on disk after the next sync round (sync_ms). Never fsyncs.
+ * (the header is built on the stack; no allocation), rotating first when
+ * the segment is full or old. Records up to 1 KiB are copied into a shared
+ * mapping of the segment (no system call; the file is extended with zeros
+ * 256 KiB at a time ahead of them), larger ones written with one
+ * pwritev(2). The record is in the page cache when this returns 0, so it
+ * survives a process crash; it is on disk after the next sync round
+ * (sync_ms). Never fsyncs.
  * Returns 0; SG_EFULL (the disk has less than min_free_bytes free: the
  * record is not written, the caller carries on memory-only); SG_EIO (disk
  * full, I/O error: nothing of the record is left
@@ -97,7 +101,9 @@ typedef void (*sg_journal_record_cb)(void *ctx, uint64_t arrival_ms, const char 
  * order. A torn or corrupt tail (short record, bad CRC, absurd length)
  * ends that segment: the file is truncated there, counted in torn_tails
  * and logged (never a crash; allocation is bounded by the record limit and
- * the file size). A segment left with no record is deleted. Segments that
+ * the file size). Zeros from a record boundary to the end of the file
+ * (written ahead by an appender that did not close the segment) are a
+ * clean end: truncated, not counted, not logged. A segment left with no record is deleted. Segments that
  * were not replayed keep an unknown age and are never trimmed.
  * Returns 0, SG_EINVAL (called after an append, or twice), or SG_EIO (a
  * read or truncate failed; errno kept; the records before it were
@@ -113,9 +119,10 @@ int sg_journal_replay(struct sg_journal *j, sg_journal_record_cb cb, void *ctx);
  * appends. */
 int sg_journal_trim(struct sg_journal *j, uint64_t before_ms);
 
-/* Stops and joins the sync thread, runs a final fdatasync of what is
- * dirty (unless sync_ms == 0), closes every file and frees j. NULL is a
- * no-op. No append may run concurrently or afterwards. */
+/* Stops and joins the sync thread, cuts the zeros written ahead off the
+ * current segment, runs a final fdatasync of what is dirty (unless
+ * sync_ms == 0), closes every file and frees j. NULL is a no-op. No append
+ * may run concurrently or afterwards. */
 void sg_journal_close(struct sg_journal *j);
 
 /* A consistent snapshot of the counters. Any thread. */
@@ -126,5 +133,10 @@ void sg_journal_stats(struct sg_journal *j, struct sg_journal_stats *out);
  * crc32c(crc32c(0, a), b) == crc32c(0, a || b); crc32c(0, "123456789") is
  * 0xE3069283. */
 uint32_t sg_journal_crc32c(uint32_t crc, const void *data, size_t len);
+
+/* Tests only: on = use the CPU's CRC-32C instruction when it has one (the
+ * default), off = always the portable table code. Returns whether the
+ * instruction is now in use. Any thread; affects later calls process-wide. */
+bool sg_journal__crc_use_hw(bool on);
 
 #endif

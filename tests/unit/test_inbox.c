@@ -67,12 +67,13 @@ static void *producer(void *arg)
     return NULL;
 }
 
-static void run_producers(size_t cap_bytes)
+static void run_producers(size_t cap_bytes, uint64_t coalesce_ms)
 {
     static struct ctx c;
     memset(&c, 0, sizeof c);
     CU_ASSERT_EQUAL_FATAL(uv_loop_init(&c.loop), 0);
     CU_ASSERT_EQUAL_FATAL(sg_inbox_init(&c.ib, &c.loop, cap_bytes, 5000, on_msg, &c), 0);
+    sg_inbox_set_coalesce(&c.ib, coalesce_ms);
     pthread_t th[PRODUCERS];
     struct prod ps[PRODUCERS];
     for (uint32_t i = 0; i < PRODUCERS; i++) {
@@ -93,14 +94,76 @@ static void run_producers(size_t cap_bytes)
 
 static void test_no_loss_no_reorder(void)
 {
-    run_producers(32u << 20);
+    run_producers(32u << 20, 0);
+}
+
+static void test_no_loss_no_reorder_coalesced(void)
+{
+    run_producers(32u << 20, 1);
+    run_producers(4096, 1);
 }
 
 static void test_backpressure_small_cap(void)
 {
     /* A 4 KiB inbox fills constantly: producers must wait for the loop,
      * and still nothing is lost or reordered. */
-    run_producers(4096);
+    run_producers(4096, 0);
+}
+
+/* Coalescing, step by step on one thread: a wake-up that found records arms
+ * the timer and keeps producers from sending; the first drain that finds
+ * nothing disarms it, so an idle inbox has no timer running. */
+static void test_coalesce_states(void)
+{
+    uv_loop_t loop;
+    struct sg_inbox ib;
+    struct ctx c;
+    memset(&c, 0, sizeof c);
+    uint32_t v[2] = {0, 0};
+    CU_ASSERT_EQUAL_FATAL(uv_loop_init(&loop), 0);
+    CU_ASSERT_EQUAL_FATAL(sg_inbox_init(&ib, &loop, 1 << 20, 10, on_msg, &c), 0);
+    sg_inbox_set_coalesce(&ib, 1);
+    CU_ASSERT_FALSE(ib.armed);
+    CU_ASSERT_EQUAL(sg_inbox_push(&ib, SG_INBOX_MESSAGE, 0, "sensors/city/x/dev", 18, v, 8), 0);
+    CU_ASSERT_TRUE(ib.armed);
+    /* The async wake-up: one record, then the timer is armed. */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CU_ASSERT_EQUAL(c.got, 1);
+    CU_ASSERT_TRUE(ib.armed);
+    CU_ASSERT_TRUE(uv_is_active((uv_handle_t *)&ib.timer));
+    /* Pushes meanwhile send nothing (armed stays set) and wait for the timer. */
+    for (uint32_t i = 1; i <= 3; i++) {
+        v[1] = i;
+        CU_ASSERT_EQUAL(sg_inbox_push(&ib, SG_INBOX_MESSAGE, 0, "sensors/city/x/dev", 18, v, 8),
+                        0);
+    }
+    CU_ASSERT_EQUAL(c.got, 1);
+    while (c.got < 4) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    CU_ASSERT_EQUAL(c.order_errors, 0);
+    CU_ASSERT_TRUE(uv_is_active((uv_handle_t *)&ib.timer));
+    /* The next drain finds nothing: disarmed, no timer left. */
+    while (uv_is_active((uv_handle_t *)&ib.timer)) {
+        uv_run(&loop, UV_RUN_ONCE);
+    }
+    CU_ASSERT_FALSE(ib.armed);
+    CU_ASSERT_EQUAL(c.got, 4);
+    /* Idle: the loop has nothing to run (only the referenced async). */
+    CU_ASSERT_EQUAL(uv_run(&loop, UV_RUN_NOWAIT), 1);
+    CU_ASSERT_FALSE(uv_is_active((uv_handle_t *)&ib.timer));
+    /* A push wakes it again. */
+    v[1] = 4;
+    CU_ASSERT_EQUAL(sg_inbox_push(&ib, SG_INBOX_MESSAGE, 0, "sensors/city/x/dev", 18, v, 8), 0);
+    CU_ASSERT_TRUE(ib.armed);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CU_ASSERT_EQUAL(c.got, 5);
+    CU_ASSERT_EQUAL(c.order_errors, 0);
+    /* Closing with the timer armed closes both handles. */
+    CU_ASSERT_TRUE(uv_is_active((uv_handle_t *)&ib.timer));
+    sg_inbox_close(&ib, NULL, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
 }
 
 static void test_push_after_close_refused(void)
@@ -221,6 +284,9 @@ int main(void)
     CU_pSuite s = CU_add_suite("inbox", NULL, NULL);
     CU_add_test(s, "4 producers, nothing lost or reordered", test_no_loss_no_reorder);
     CU_add_test(s, "back-pressure with a tiny cap", test_backpressure_small_cap);
+    CU_add_test(s, "coalesced: nothing lost or reordered, both caps",
+                test_no_loss_no_reorder_coalesced);
+    CU_add_test(s, "coalescing arms, holds and disarms the timer", test_coalesce_states);
     CU_add_test(s, "push after close is refused", test_push_after_close_refused);
     CU_add_test(s, "over the cap after the wait: appended and counted", test_overflow_after_wait);
     CU_add_test(s, "a fast producer does not starve other handles", test_fair_to_other_handles);

@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -233,7 +235,20 @@ static off_t file_size(const char *path)
 
 /* ---- CRC -------------------------------------------------------------- */
 
-static void test_crc(void)
+/* Bit at a time, straight from the definition: the independent reference. */
+static uint32_t crc_bitwise(uint32_t crc, const uint8_t *p, size_t len)
+{
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= p[i];
+        for (int k = 0; k < 8; k++) {
+            crc = (crc & 1u) != 0 ? (crc >> 1) ^ 0x82F63B78u : crc >> 1;
+        }
+    }
+    return ~crc;
+}
+
+static void crc_known_answers(void)
 {
     CU_ASSERT_EQUAL(sg_journal_crc32c(0, "123456789", 9), 0xE3069283u);
     CU_ASSERT_EQUAL(sg_journal_crc32c(0, "", 0), 0);
@@ -256,6 +271,30 @@ static void test_crc(void)
                                           sizeof(big) - cut),
                         whole);
     }
+    /* Every length 0..300 at every alignment 0..7, chained from a random
+     * start value, against the bitwise reference. */
+    uint8_t buf[320];
+    fill(buf, sizeof(buf), 11);
+    int bad = 0;
+    for (size_t al = 0; al < 8; al++) {
+        for (size_t n = 0; n <= 300; n++) {
+            uint32_t start = (uint32_t)(n * 2654435761u + al);
+            bad += sg_journal_crc32c(start, buf + al, n) != crc_bitwise(start, buf + al, n);
+        }
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
+/* Both implementations: the CPU instruction (when this machine has it) and
+ * the portable tables. */
+static void test_crc(void)
+{
+    bool hw = sg_journal__crc_use_hw(true);
+    crc_known_answers();
+    CU_ASSERT_FALSE(sg_journal__crc_use_hw(false));
+    crc_known_answers();
+    CU_ASSERT_EQUAL(sg_journal__crc_use_hw(true), hw);
+    printf(" (CRC instruction %s) ", hw ? "tested" : "not available here");
 }
 
 /* ---- round trip ------------------------------------------------------- */
@@ -824,6 +863,155 @@ static void test_sync_thread(void)
     reclog_free(&want);
 }
 
+/* ---- kill -9 while appending ------------------------------------------ */
+
+/* Record i of the crash tests: mostly small (stored through the mapping),
+ * every 97th larger than the mapping takes (pwritev), some ticks (empty),
+ * and some whose len is a multiple of 256, so the record starts with a zero
+ * byte that is not the zero tail. */
+static void crash_sizes(int i, size_t *tl, size_t *pl)
+{
+    if (i % 97 == 5) {
+        *tl = 20;
+        *pl = 3000;
+    } else if (i % 50 == 7) {
+        *tl = 0;
+        *pl = 0;
+    } else if (i % 10 == 3) {
+        *tl = 100;
+        *pl = 146 + (size_t)(i % 3) * 256; /* len = 256, 512 or 768 */
+    } else {
+        *tl = 10 + (size_t)(i % 40);
+        *pl = 50 + (size_t)(i * 37) % 650;
+    }
+}
+
+static void crash_record(int i, uint8_t *t, uint8_t *p, size_t *tl, size_t *pl)
+{
+    crash_sizes(i, tl, pl);
+    fill(t, *tl, (uint32_t)i);
+    fill(p, *pl, (uint32_t)i + 7777);
+}
+
+/* A child appends n records and dies by SIGKILL without closing the
+ * journal, so its last segment keeps the zeros written ahead of the
+ * appends. Returns the records it appended, in want. */
+static void crash_child(int n, uint64_t seg_bytes, uint64_t sync_ms, struct reclog *want)
+{
+    uint8_t t[200], p[4000];
+    size_t tl, pl;
+    fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        struct sg_journal *j = NULL;
+        struct sg_journal_opts o = {
+            .dir = jdir, .segment_bytes = seg_bytes, .segment_ms = 1000000, .sync_ms = sync_ms};
+        if (sg_journal_open(&j, &o) != 0) {
+            _exit(3);
+        }
+        for (int i = 0; i < n; i++) {
+            crash_record(i, t, p, &tl, &pl);
+            if (sg_journal_append(j, (uint64_t)i + 1, (const char *)t, tl, p, pl) != 0) {
+                _exit(4);
+            }
+        }
+        kill(getpid(), SIGKILL);
+        _exit(5);
+    }
+    int st = 0;
+    CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_FATAL(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    for (int i = 0; i < n; i++) {
+        crash_record(i, t, p, &tl, &pl);
+        reclog_add(want, (uint64_t)i + 1, t, tl, p, pl);
+    }
+}
+
+/* The newest segment file (highest number) and its size. */
+static uint64_t last_seg(char *path, size_t cap)
+{
+    uint64_t seq = 0;
+    for (uint64_t s = 1; s < 1000; s++) {
+        seg_path(path, cap, s);
+        if (file_size(path) >= 0) {
+            seq = s;
+        }
+    }
+    seg_path(path, cap, seq);
+    return seq;
+}
+
+static void test_kill9_zero_tail(void)
+{
+    static const struct {
+        uint64_t seg_bytes;
+        uint64_t sync_ms;
+    } cases[] = {{8u << 20, 0}, {200000, 0}, {200000, 5}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        for (int damage = 0; damage < 2; damage++) {
+            struct reclog want = {0}, got = {0};
+            char p[400];
+            wipe();
+            crash_child(3000, cases[c].seg_bytes, cases[c].sync_ms, &want);
+            uint64_t seq = last_seg(p, sizeof(p));
+            CU_ASSERT_FATAL(seq > 0);
+            off_t before = file_size(p);
+            /* The zeros written ahead are there (the path under test). */
+            CU_ASSERT(before > 8 && before % 4096 == 0);
+            if (damage) {
+                /* Something that is not zero after the last record: torn. */
+                int fd = open(p, O_WRONLY);
+                CU_ASSERT_FATAL(fd >= 0);
+                CU_ASSERT_EQUAL(pwrite(fd, "\x01", 1, before - 1), 1);
+                close(fd);
+            }
+            struct sg_journal *j = open_ok(cases[c].seg_bytes, 1000000, 0);
+            CU_ASSERT_EQUAL(sg_journal_replay(j, on_rec, &got), 0);
+            struct sg_journal_stats s = stats_of(j);
+            if (!logs_eq(&got, &want, want.n) || s.torn_tails != (uint64_t)damage) {
+                CU_FAIL("kill -9: every appended record replays, zeros are a clean end");
+                fprintf(stderr, "\n  case=%zu damage=%d got=%zu want=%zu torn=%" PRIu64 "\n", c,
+                        damage, got.n, want.n, s.torn_tails);
+            }
+            /* The zeros were cut off: the file ends at its last record. */
+            off_t after = file_size(p);
+            CU_ASSERT(after > 8 && after < before);
+            sg_journal_close(j);
+            reclog_free(&got);
+            /* A second start sees the same records and nothing torn. */
+            j = open_ok(cases[c].seg_bytes, 1000000, 0);
+            CU_ASSERT_EQUAL(sg_journal_replay(j, on_rec, &got), 0);
+            CU_ASSERT(logs_eq(&got, &want, want.n));
+            CU_ASSERT_EQUAL(stats_of(j).torn_tails, 0);
+            CU_ASSERT_EQUAL(file_size(p), after);
+            sg_journal_close(j);
+            reclog_free(&got);
+            reclog_free(&want);
+        }
+    }
+}
+
+/* A clean close leaves no zeros: every segment ends at its last record,
+ * with records stored through the mapping and through pwritev. */
+static void test_close_cuts_zeros(void)
+{
+    uint8_t t[200], pl_buf[4000];
+    size_t tl, pl;
+    wipe();
+    struct sg_journal *j = open_ok(8u << 20, 1000000, 0);
+    uint64_t end = 8;
+    for (int i = 0; i < 1000; i++) {
+        crash_record(i, t, pl_buf, &tl, &pl);
+        CU_ASSERT_EQUAL(sg_journal_append(j, (uint64_t)i + 1, (const char *)t, tl, pl_buf, pl), 0);
+        end += 18 + tl + pl;
+    }
+    sg_journal_close(j);
+    char p[400];
+    seg_path(p, sizeof(p), 1);
+    CU_ASSERT_EQUAL(file_size(p), (off_t)end);
+}
+
 /* ---- disk full -------------------------------------------------------- */
 
 static void test_enospc(void)
@@ -991,6 +1179,9 @@ int main(void)
          test_concurrent_append_trim},
         {"sync", "the sync thread runs and data replays", test_sync_thread},
         {"enospc", "disk full: counted, clean, recovers", test_enospc},
+        {"kill9", "kill -9 mid-segment: all records, zeros are a clean end",
+         test_kill9_zero_tail},
+        {"closecut", "close cuts the zeros written ahead", test_close_cuts_zeros},
         {"bench", "append cost (printed)", test_bench},
     };
     for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
