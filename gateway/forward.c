@@ -689,7 +689,8 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
         f->failures = 0;
         f->m->forward_ok++;
         sg_hist_observe(&f->m->forward_latency, (double)(uv_hrtime() - r->start_ns) / 1e9);
-        /* close_mono_ms is sg_mono_ms() at push (spool.h), 0 after a restart. */
+        /* close_mono_ms: when the batch's oldest window closed (spool.h), 0
+         * after a restart. */
         if (r->batch.close_mono_ms != 0) {
             mono = sg_mono_ms();
             sg_hist_observe(&f->m->delivery_delay,

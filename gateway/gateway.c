@@ -153,6 +153,10 @@ static void on_rollup(void *ctx, const struct sg_rollup *r)
         g->marks = sg_xrealloc(g->marks, g->cap_pending * sizeof *g->marks);
     }
     g->pending[g->npending++] = *r;
+    /* The window closed now: sensegate_delivery_delay_seconds runs from
+     * here, not from the push, which in a burst waits behind the others
+     * (the spool keeps the earliest note until the next push). */
+    sg_spool_note_close(g->spool, sg_mono_ms());
     if (g->npending == 1 && g->stop == RUNNING) {
         uv_timer_start(&g->batch_timer, on_batch_timer, g->cfg->backend.max_batch_delay_ms, 0);
     }

@@ -27,9 +27,10 @@ struct sg_spool_opts {
 struct sg_spool_batch {
     uint64_t seq;             /* spool sequence; batch_id = <gateway_id>:<%020 seq> */
     uint64_t created_ms;      /* when it was first spooled (epoch ms) */
-    uint64_t close_mono_ms;   /* not stored: sg_mono_ms() when it was pushed in this
-                               * process (the batch is pushed when it closes);
-                               * 0 after a restart */
+    uint64_t close_mono_ms;   /* not stored: when its oldest rollup's window
+                               * closed (sg_spool_note_close), else sg_mono_ms()
+                               * when it was pushed, in this process; 0 after
+                               * a restart */
     int content_type;         /* enum sg_content_type */
     uint8_t *body;            /* the exact bytes to POST, frozen at creation */
     size_t len;
@@ -136,6 +137,14 @@ struct sg_spool_mark {
 int sg_spool_push_marked(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
                          size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
                          size_t nmarks);
+
+/* The next batch pushed holds a rollup whose window closed at mono_ms
+ * (sg_mono_ms() clock): its close_mono_ms becomes the earliest time noted
+ * since the previous successful push (never later than its push time), so
+ * sensegate_delivery_delay_seconds runs from window close to 2xx, batch
+ * wait and the pushes ahead of it in a burst included. A push forgets the
+ * note whatever its outcome. 0 is ignored. Loop thread. */
+void sg_spool_note_close(struct sg_spool *sp, uint64_t mono_ms);
 
 /* Receives one stored mark; m and m->sensor_id are valid only during the
  * call, which must not call into the spool. */

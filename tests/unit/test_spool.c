@@ -493,6 +493,46 @@ static void test_close_mono(void)
     sg_spool_close(sp);
 }
 
+/* sg_spool_note_close: the earliest note since the last push becomes the
+ * next pushed batch's close_mono_ms (never later than its push time); a
+ * push forgets it, also one that fails; 0 and later notes change nothing. */
+static void test_close_note(void)
+{
+    wipe_spool();
+    struct sg_spool *sp = open_ok(1 << 20, 0, NOW_MS);
+    struct sg_spool_batch b;
+    uint64_t t0 = sg_mono_ms();
+    CU_ASSERT_FATAL(t0 > 1000);
+
+    sg_spool_note_close(sp, t0 - 700);
+    sg_spool_note_close(sp, 0);         /* ignored */
+    sg_spool_note_close(sp, t0 - 300);  /* later: the earlier one stays */
+    uint64_t a = push_n(sp, 10, 1, NOW_MS);
+    uint64_t c = push_n(sp, 10, 2, NOW_MS); /* no note: its push time */
+    sg_spool_note_close(sp, t0 + 3600000);   /* after the push: push time wins */
+    uint64_t d = push_n(sp, 10, 3, NOW_MS);
+    /* A failed push (seq already stored) forgets the note too. */
+    sg_spool_note_close(sp, t0 - 900);
+    uint8_t body[4] = {1, 2, 3, 4};
+    CU_ASSERT_NOT_EQUAL(sg_spool_push(sp, a, 0, body, sizeof body, NOW_MS), 0);
+    uint64_t e = push_n(sp, 10, 4, NOW_MS);
+    uint64_t t1 = sg_mono_ms();
+
+    uint64_t want_min[4] = {t0 - 700, t0, t0, t0};
+    uint64_t want_max[4] = {t0 - 700, t1, t1, t1};
+    uint64_t seqs[4] = {a, c, d, e};
+    uint64_t after = 0;
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT_EQUAL_FATAL(sg_spool_peek(sp, after, &b), 0);
+        CU_ASSERT_EQUAL(b.seq, seqs[i]);
+        CU_ASSERT(b.close_mono_ms >= want_min[i] && b.close_mono_ms <= want_max[i]);
+        after = b.seq;
+        sg_spool_batch_clear(&b);
+    }
+    sg_spool_note_close(NULL, t0); /* no-op */
+    sg_spool_close(sp);
+}
+
 static void test_oversize_refused(void)
 {
     wipe_spool();
@@ -1178,6 +1218,7 @@ int main(void)
         {"bound_bytes", "max_bytes drops the oldest and counts", test_bound_bytes},
         {"bound_count", "max_batches drops the oldest and counts", test_bound_count},
         {"close_mono", "push time is kept in memory", test_close_mono},
+        {"close_note", "a noted window close time becomes close_mono_ms", test_close_note},
         {"oversize", "a batch over max_bytes is refused", test_oversize_refused},
         {"reopen", "reopen keeps batches byte-exact", test_reopen_byte_exact},
         {"corrupt_garbage", "garbage file is quarantined", test_corrupt_garbage},
