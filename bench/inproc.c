@@ -471,6 +471,9 @@ int main(int argc, char **argv)
     const struct sg_rollup_stats *st = sg_rollup_stats(p->eng);
     size_t live = (size_t)st->active_series;
     size_t mem = sg_rollup_memory_bytes(p->eng);
+    struct sg_rollup_memory md;
+    sg_rollup_memory_detail(p->eng, &md);
+    double per = live ? 1.0 / (double)live : 0.0;
     long rss_after = rss_kb("VmRSS:");
     long hwm = rss_kb("VmHWM:");
     double cpu_s = (double)(cpu1 - cpu0) / 1e9;
@@ -489,6 +492,7 @@ int main(int argc, char **argv)
            ",\"steady_mallocs\":%" PRIu64 ",\"steady_reallocs\":%" PRIu64
            ",\"steady_frees\":%" PRIu64 ",\"steady_alloc_bytes\":%" PRIu64
            ",\"engine_bytes\":%zu,\"engine_bytes_per_series\":%.1f"
+           ",\"engine_per_series\":{\"series\":%.1f,\"windows\":%.1f,\"bins\":%.1f}"
            ",\"ring_bytes_per_series\":%.0f,\"open_windows\":%" PRIu64
            ",\"rss_delta_bytes_per_series\":%.1f,\"rss_kb_before\":%ld,\"rss_kb_after\":%ld"
            ",\"vmhwm_kb\":%ld,\"gen_s\":%.2f}\n",
@@ -498,16 +502,17 @@ int main(int argc, char **argv)
            (double)(p->ns_rollup - rol0) / (double)steady_readings,
            (double)(p->ns_encode - enc0) / (double)steady_readings, st->rollups, p->batches,
            p->body_bytes, atomic_load(&n_malloc), atomic_load(&n_realloc), atomic_load(&n_free),
-           atomic_load(&bytes_alloc), mem, live ? (double)mem / (double)live : 0.0, ring_bytes,
-           open_windows,
-           live ? (double)(rss_after - rss_before) * 1024.0 / (double)live : 0.0, rss_before,
-           rss_after, hwm, gen_s);
+           atomic_load(&bytes_alloc), mem, live ? (double)mem / (double)live : 0.0,
+           (double)md.series * per, (double)md.windows * per, (double)md.bins * per, ring_bytes,
+           open_windows, live ? (double)(rss_after - rss_before) * 1024.0 / (double)live : 0.0,
+           rss_before, rss_after, hwm, gen_s);
     fprintf(stderr,
             "inproc: series=%zu batch=%" PRIu64 " steady readings=%" PRIu64
             " in %.3f cpu-s: %.2f M readings/s/core; mallocs=%" PRIu64 " frees=%" PRIu64
-            " engine %.0f B/series\n",
+            " engine %.0f B/series (series %.0f, windows %.0f, bins %.0f)\n",
             live, batch, steady_readings, cpu_s, rps / 1e6, atomic_load(&n_malloc),
-            atomic_load(&n_free), live ? (double)mem / (double)live : 0.0);
+            atomic_load(&n_free), live ? (double)mem / (double)live : 0.0, (double)md.series * per,
+            (double)md.windows * per, (double)md.bins * per);
 
     sg_rollup_engine_free(p->eng);
     sg_decoder_free(p->dec);

@@ -17,8 +17,8 @@
  * number of open windows of the series over all widths; every reading passed
  * to sg_rollup_add() increments exactly one verdicts[] counter (in finish()).
  *
- * Per-channel statistics: sum, sum of squares (for rms), Welford's running
- * mean and M2 (numerically stable population variance), the value at the
+ * Per-channel statistics: sum, Welford's running mean and M2 (numerically
+ * stable population variance; rms comes from them too), the value at the
  * latest ts_ms, and a sketch that also keeps the exact min and max.
  *
  * Choices the semantics leave open: a flush (shutdown) also raises each
@@ -30,9 +30,15 @@
  * the engine's memory safety depends on them.
  *
  * Memory: a series costs about 300 bytes (see series.h) plus its open
- * windows: 64 + 128 * channels bytes each, plus 12 bytes per sketch bin in
- * use (bin blocks come in size classes of 8, 16, 32, ... bins and are kept
- * on free lists for reuse, so the engine holds its peak bin demand).
+ * windows: 56 + 88 * channels bytes each, with up to 2 sketch bins per sign
+ * and channel inside the window; beyond that 4 bytes per bin (12 in the
+ * rare wide format, sketch.h) in blocks of size classes 4, 6, 8, 12, ...
+ * bins. Closed windows' blocks wait on free lists for the next windows;
+ * every 1.25 widest windows plus the lateness the tick frees the free blocks
+ * beyond the peak demand of that period. A store that outgrows its inline
+ * bins reserves the running mean size of its (kind, channel, sign), so the
+ * stores of one epoch, which grow in step, do not leave blocks of every
+ * smaller class on the free lists.
  *
  * The emit callback must not call back into the engine.
  *
@@ -53,28 +59,32 @@
 #define POOL_CHUNK_SHIFT 8u
 #define POOL_CHUNK_WINDOWS (1u << POOL_CHUNK_SHIFT)
 
+/* 88 bytes. rms needs no sum of squares: sum(x^2) / n = mean^2 + m2 / n,
+ * two non-negative terms (no cancellation), each as accurate as a running
+ * sum of squares. The sketch's count is the window's count (every accepted
+ * reading adds a value to each channel). */
 struct chan {
     double sum;
-    double sumsq;
     double mean;         /* Welford running mean */
     double m2;           /* Welford sum of squared deviations from the mean */
     double last;         /* value of the first accepted reading at last_ts_ms */
-    struct sg_sketch sk; /* quantiles, count, exact min and max */
+    struct sg_sketch sk; /* quantiles, exact min and max */
 };
 
+/* 56 bytes before the channels. Widths are below 2^32 ms, so the first and
+ * last ts fit as offsets from the start. */
 struct window {
     uint64_t start_ms;
     uint64_t count; /* accepted readings */
     uint64_t duplicates;
     uint64_t faulty;
-    uint64_t first_ts_ms;
-    uint64_t last_ts_ms;
-    uint32_t seq_lo; /* serially lowest accepted seq */
-    uint32_t seq_hi; /* serially highest accepted seq */
-    uint32_t next;   /* next open window of the series and width, or NONE;
-                      * free-list link when free */
-    uint32_t pad;
-    struct chan ch[]; /* pool->nchan channels */
+    uint32_t first_off; /* first ts_ms - start_ms */
+    uint32_t last_off;  /* last ts_ms - start_ms */
+    uint32_t seq_lo;    /* serially lowest accepted seq */
+    uint32_t seq_hi;    /* serially highest accepted seq */
+    uint32_t next;      /* next open window of the series and width, or NONE;
+                         * free-list link when free */
+    struct chan ch[];   /* pool->nchan channels */
 };
 
 struct pool {
@@ -108,6 +118,13 @@ struct sg_rollup_engine {
     struct pool pools[2]; /* [0]: one channel, [1]: three channels */
     struct sg_rollup_stats stats;
     bool replaying; /* journal replay: late readings were counted before the crash */
+    /* Per kind, channel and sign (0: positive, 1: negative): a running mean
+     * (x16) of the bins of sketch stores that outgrew their inline bins, and
+     * the bins a store reserves when it does so (sketch.h). */
+    uint32_t bins_avg16[SG_KIND_MAX + 1][SG_MAX_CHANNELS][2];
+    uint32_t reserve[SG_KIND_MAX + 1][SG_MAX_CHANNELS][2];
+    uint64_t trim_period_ms;
+    uint64_t next_trim_ms; /* gateway clock of the next sketch free-list trim; 0: unset */
 };
 
 static inline uint32_t kind_nchan(uint8_t kind)
@@ -153,7 +170,7 @@ static inline struct window *pool_get(const struct pool *p, uint32_t idx)
                                      (size_t)(idx & (POOL_CHUNK_WINDOWS - 1u)) * p->stride);
 }
 
-static uint32_t pool_take(struct pool *p, struct sg_sketch_params *sk)
+static uint32_t pool_take(struct pool *p)
 {
     uint32_t idx;
     if (p->free_head != NONE) {
@@ -172,7 +189,7 @@ static uint32_t pool_take(struct pool *p, struct sg_sketch_params *sk)
     p->hwm++;
     struct window *w = pool_get(p, idx);
     for (uint32_t c2 = 0; c2 < p->nchan; c2++) {
-        sg_sketch_init(&w->ch[c2].sk, sk);
+        sg_sketch_init(&w->ch[c2].sk);
     }
     return idx;
 }
@@ -184,12 +201,12 @@ static void pool_put(struct pool *p, uint32_t idx)
     p->free_head = idx;
 }
 
-static void pool_destroy(struct pool *p)
+static void pool_destroy(struct pool *p, struct sg_sketch_params *sk)
 {
     for (uint32_t i = 0; i < p->hwm; i++) {
         struct window *w = pool_get(p, i);
         for (uint32_t c = 0; c < p->nchan; c++) {
-            sg_sketch_destroy(&w->ch[c].sk);
+            sg_sketch_destroy(&w->ch[c].sk, sk);
         }
     }
     for (uint32_t c = 0; c < p->nchunks; c++) {
@@ -208,7 +225,7 @@ int sg_rollup_engine_new(struct sg_rollup_engine **out, const struct sg_rollup_o
         return SG_EINVAL;
     }
     for (size_t i = 0; i < opts->nwindows; i++) {
-        if (opts->windows_ms[i] == 0) {
+        if (opts->windows_ms[i] == 0 || opts->windows_ms[i] > UINT32_MAX) {
             return SG_EINVAL;
         }
     }
@@ -230,6 +247,19 @@ int sg_rollup_engine_new(struct sg_rollup_engine **out, const struct sg_rollup_o
     e->opts = *opts;
     e->series = t;
     e->sk = sk;
+    uint64_t widest = 0;
+    for (size_t i = 0; i < opts->nwindows; i++) {
+        if (opts->windows_ms[i] > widest) {
+            widest = opts->windows_ms[i];
+        }
+    }
+    /* Demand for bins repeats with the window widths (windows are epoch
+     * aligned), so any period longer than the widest window plus the
+     * lateness sees every class's peak of a cycle. */
+    e->trim_period_ms = sat_add(sat_add(widest, widest / 4), opts->allowed_lateness_ms);
+    if (e->trim_period_ms < 1000) {
+        e->trim_period_ms = 1000;
+    }
     pool_init(&e->pools[0], 1);
     pool_init(&e->pools[1], 3);
     *out = e;
@@ -241,8 +271,8 @@ void sg_rollup_engine_free(struct sg_rollup_engine *e)
     if (e == NULL) {
         return;
     }
-    pool_destroy(&e->pools[0]);
-    pool_destroy(&e->pools[1]);
+    pool_destroy(&e->pools[0], &e->sk);
+    pool_destroy(&e->pools[1], &e->sk);
     sg_sketch_params_destroy(&e->sk);
     sg_series_table_free(e->series);
     free(e);
@@ -259,6 +289,13 @@ size_t sg_rollup_memory_bytes(const struct sg_rollup_engine *e)
            e->sk.bytes;
 }
 
+void sg_rollup_memory_detail(const struct sg_rollup_engine *e, struct sg_rollup_memory *out)
+{
+    out->series = sg_series_memory_bytes(e->series);
+    out->windows = e->pools[0].bytes + e->pools[1].bytes;
+    out->bins = e->sk.bytes;
+}
+
 /* ---- emitting ------------------------------------------------------------ */
 
 static void emit_window(struct sg_rollup_engine *e, const struct sg_series *s,
@@ -272,8 +309,8 @@ static void emit_window(struct sg_rollup_engine *e, const struct sg_series *s,
     r.window_start_ms = win->start_ms;
     r.window_ms = width_ms;
     r.count = win->count;
-    r.first_ts_ms = win->first_ts_ms;
-    r.last_ts_ms = win->last_ts_ms;
+    r.first_ts_ms = win->start_ms + win->first_off;
+    r.last_ts_ms = win->start_ms + win->last_off;
     uint64_t span = (uint64_t)(uint32_t)(win->seq_hi - win->seq_lo) + 1u;
     r.gaps = span > win->count ? span - win->count : 0;
     r.duplicates = win->duplicates;
@@ -290,11 +327,11 @@ static void emit_window(struct sg_rollup_engine *e, const struct sg_series *s,
         r.sum = ch->sum;
         r.mean = ch->sum / n;
         r.stddev = ch->m2 > 0.0 ? sqrt(ch->m2 / n) : 0.0;
-        r.rms = sqrt(ch->sumsq / n);
+        r.rms = sqrt(ch->mean * ch->mean + ch->m2 / n);
         r.last = ch->last;
-        r.p50 = sg_sketch_quantile(&ch->sk, 0.50);
-        r.p95 = sg_sketch_quantile(&ch->sk, 0.95);
-        r.p99 = sg_sketch_quantile(&ch->sk, 0.99);
+        r.p50 = sg_sketch_quantile(&ch->sk, &e->sk, 0.50, win->count);
+        r.p95 = sg_sketch_quantile(&ch->sk, &e->sk, 0.95, win->count);
+        r.p99 = sg_sketch_quantile(&ch->sk, &e->sk, 0.99, win->count);
         if (e->opts.emit != NULL) {
             e->opts.emit(e->opts.emit_ctx, &r);
         }
@@ -303,6 +340,27 @@ static void emit_window(struct sg_rollup_engine *e, const struct sg_series *s,
     e->stats.windows_closed++;
     if (partial) {
         e->stats.windows_partial++;
+    }
+}
+
+/* Updates the expected size of the sketch stores of (kind, channel) from
+ * one that is done: a running mean over the stores that needed a block, and
+ * a reserve a sixteenth above it. */
+static void learn_bins(struct sg_rollup_engine *e, uint8_t kind, uint32_t c,
+                       const struct sg_sketch *sk)
+{
+    for (int j = 0; j < 2; j++) {
+        uint32_t nb = sg_sketch_nbins(sk, j == 0 ? 1 : -1);
+        if (nb <= SG_SKETCH_INLINE) {
+            continue;
+        }
+        if (nb > 65535u) {
+            nb = 65535u;
+        }
+        int64_t avg = e->bins_avg16[kind][c][j];
+        avg += ((int64_t)nb * 16 - avg) / 8;
+        e->bins_avg16[kind][c][j] = (uint32_t)avg;
+        e->reserve[kind][c][j] = (uint32_t)(avg / 16 + avg / 256);
     }
 }
 
@@ -334,7 +392,8 @@ static void close_windows(struct sg_rollup_engine *e, struct sg_series *s, struc
             ws->hint = NONE;
         }
         for (uint32_t c = 0; c < p->nchan; c++) {
-            sg_sketch_reset(&win->ch[c].sk);
+            learn_bins(e, s->kind, c, &win->ch[c].sk);
+            sg_sketch_reset(&win->ch[c].sk, &e->sk);
         }
         pool_put(p, idx);
         ss->open--;
@@ -409,14 +468,14 @@ static uint32_t window_get(struct sg_rollup_engine *e, struct series_state *ss, 
         prev = cur;
         cur = w->next;
     }
-    uint32_t idx = pool_take(p, &e->sk);
+    uint32_t idx = pool_take(p);
     struct window *w = pool_get(p, idx);
     w->start_ms = start_ms;
     w->count = 0;
     w->duplicates = 0;
     w->faulty = 0;
-    w->first_ts_ms = 0;
-    w->last_ts_ms = 0;
+    w->first_off = 0;
+    w->last_off = 0;
     w->seq_lo = 0;
     w->seq_hi = 0;
     w->next = cur;
@@ -431,30 +490,31 @@ static uint32_t window_get(struct sg_rollup_engine *e, struct series_state *ss, 
     return idx;
 }
 
-static inline void window_add(struct window *w, uint32_t nchan, const struct sg_reading *r,
+static inline void window_add(struct window *w, uint32_t nchan, struct sg_sketch_params *sk,
+                              const uint32_t (*reserve)[2], const struct sg_reading *r,
                               const struct sg_sketch_key *keys)
 {
-    uint64_t ts = r->ts_ms;
+    /* ts is inside the window, which is narrower than 2^32 ms. */
+    uint32_t off = (uint32_t)(r->ts_ms - w->start_ms);
     if (w->count == 0) {
-        w->first_ts_ms = ts;
-        w->last_ts_ms = ts;
+        w->first_off = off;
+        w->last_off = off;
         w->seq_lo = r->seq;
         w->seq_hi = r->seq;
         for (uint32_t c = 0; c < nchan; c++) {
             struct chan *ch = &w->ch[c];
             ch->sum = 0.0;
-            ch->sumsq = 0.0;
             ch->mean = 0.0;
             ch->m2 = 0.0;
             ch->last = r->values[c];
         }
     } else {
-        if (ts < w->first_ts_ms) {
-            w->first_ts_ms = ts;
+        if (off < w->first_off) {
+            w->first_off = off;
         }
-        if (ts > w->last_ts_ms) {
+        if (off > w->last_off) {
             /* Strictly later only: on a tie the first accepted value stays. */
-            w->last_ts_ms = ts;
+            w->last_off = off;
             for (uint32_t c = 0; c < nchan; c++) {
                 w->ch[c].last = r->values[c];
             }
@@ -473,11 +533,10 @@ static inline void window_add(struct window *w, uint32_t nchan, const struct sg_
         struct chan *ch = &w->ch[c];
         double x = r->values[c];
         ch->sum += x;
-        ch->sumsq += x * x;
         double d = x - ch->mean;
         ch->mean += d / n;
         ch->m2 += d * (x - ch->mean);
-        sg_sketch_add_key(&ch->sk, keys[c], x);
+        sg_sketch_add_key(&ch->sk, sk, keys[c], x, reserve[c][keys[c].sign < 0]);
     }
 }
 
@@ -581,7 +640,7 @@ static enum sg_verdict add_checked(struct sg_rollup_engine *e, const struct sg_r
             continue;
         }
         uint32_t idx = win[i] != NONE ? win[i] : window_get(e, ss, p, i, start[i]);
-        window_add(pool_get(p, idx), nchan, r, keys);
+        window_add(pool_get(p, idx), nchan, &e->sk, e->reserve[r->kind], r, keys);
     }
     if (rr == SG_RING_TOO_OLD) {
         e->stats.ring_overflows++;
@@ -696,6 +755,12 @@ size_t sg_rollup_add_batch(struct sg_rollup_engine *e, const struct sg_reading *
 
 void sg_rollup_tick(struct sg_rollup_engine *e, uint64_t now_ms)
 {
+    if (e->next_trim_ms == 0) {
+        e->next_trim_ms = sat_add(now_ms, e->trim_period_ms);
+    } else if (now_ms >= e->next_trim_ms) {
+        sg_sketch_params_trim(&e->sk);
+        e->next_trim_ms = sat_add(now_ms, e->trim_period_ms);
+    }
     size_t nw = e->opts.nwindows;
     uint64_t lateness = e->opts.allowed_lateness_ms;
     uint32_t cursor = 0;

@@ -50,7 +50,7 @@ struct sg_rollup {
 typedef void (*sg_rollup_emit_cb)(void *ctx, const struct sg_rollup *r);
 
 struct sg_rollup_opts {
-    uint64_t windows_ms[SG_MAX_WINDOWS];  /* widths, each > 0 */
+    uint64_t windows_ms[SG_MAX_WINDOWS];  /* widths, each 1..UINT32_MAX ms (49 days) */
     size_t nwindows;                      /* 1..SG_MAX_WINDOWS */
     uint64_t allowed_lateness_ms;
     size_t max_series;            /* live series bound; a new one beyond it is invalid */
@@ -122,5 +122,13 @@ void sg_rollup_set_replay(struct sg_rollup_engine *e, bool replaying);
 
 /* Bytes of memory the engine holds now (tables, windows, sketches). */
 size_t sg_rollup_memory_bytes(const struct sg_rollup_engine *e);
+
+/* Where sg_rollup_memory_bytes() goes (heap bytes). */
+struct sg_rollup_memory {
+    size_t series;  /* series table: slots, records, dedup rings */
+    size_t windows; /* window pools (per-channel statistics, inline sketch bins) */
+    size_t bins;    /* sketch bin blocks, in use or on the free lists */
+};
+void sg_rollup_memory_detail(const struct sg_rollup_engine *e, struct sg_rollup_memory *out);
 
 #endif

@@ -2,10 +2,13 @@
  * sketch: DDSketch-style log-bucket quantile sketch (see sketch.h for the
  * mapping, the memory bound and the rank convention).
  *
- * Invariants: each store's idx[] is strictly ascending; nbins <= the
- * capacity of its size class <= max_bins rounded up to even; a store with
- * nbins == 0 holds no block; count == zero_count + the sum of all cnt[];
- * min/max are the exact extremes of the values added. The table boundaries
+ * Invariants: each store's buckets are strictly ascending (narrow: the
+ * packed words are, since the offset is in the high half and counts are
+ * 1..65535); nbins <= the capacity of its class <= max_bins rounded up to
+ * even; a store with nbins == 0 is narrow, inline and holds no block; a
+ * narrow store has nbins <= max_bins, a wide one starts at class >= 1;
+ * min/max are the exact extremes of the values added; used[w][c] counts the
+ * blocks of class c held by sketches, nfree[w][c] those on the free list. The table boundaries
  * 2^(i/n) are rounded to the nearest double, so a value within one ulp of a
  * boundary may land in the neighbouring bucket, which moves its
  * representative by at most about 1e-16 relative beyond the accuracy.
@@ -22,7 +25,9 @@
 
 #include "common.h"
 
-#define STORE_MIN_CAP 8u
+#define NARROW_BIAS 32768 /* offset of the first bucket of a narrow store */
+#define NARROW_MAX_OFF 65535
+#define NARROW_CNT_MASK 0xffffu
 #define MANT_BITS 52u
 #define MANT_MASK ((UINT64_C(1) << MANT_BITS) - 1u)
 #define MAX_BUCKETS_PER_OCTAVE (1u << 20) /* keeps |k| < 2^31 for every double */
@@ -64,7 +69,7 @@ int sg_sketch_params_init(struct sg_sketch_params *p, double alpha, uint32_t max
     if (max_bins == 0) {
         max_bins = SG_SKETCH_DEFAULT_MAX_BINS;
     }
-    if (max_bins < 2 || max_bins > (1u << 30)) {
+    if (max_bins < 2 || max_bins > SG_SKETCH_MAX_BINS_LIMIT) {
         return SG_EINVAL;
     }
     /* The smallest n with (gamma - 1) / (gamma + 1) <= alpha for gamma =
@@ -75,8 +80,8 @@ int sg_sketch_params_init(struct sg_sketch_params *p, double alpha, uint32_t max
         nd = 1.0;
     }
     uint32_t n = (uint32_t)nd;
-    while (n > 1 && (exp2(1.0 / (double)(n - 1u)) - 1.0) / (exp2(1.0 / (double)(n - 1u)) + 1.0) <=
-                        alpha) {
+    while (n > 1 &&
+           (exp2(1.0 / (double)(n - 1u)) - 1.0) / (exp2(1.0 / (double)(n - 1u)) + 1.0) <= alpha) {
         n--;
     }
     while ((exp2(1.0 / (double)n) - 1.0) / (exp2(1.0 / (double)n) + 1.0) > alpha) {
@@ -92,12 +97,18 @@ int sg_sketch_params_init(struct sg_sketch_params *p, double alpha, uint32_t max
     p->log_gamma = log(2.0) / (double)n;
     p->log_rep = log(2.0 / (1.0 + p->gamma));
     p->max_bins = max_bins;
-    /* Size classes up to the one that holds max_bins. */
+    /* Size classes up to the one that holds max_bins (rounded up to even,
+     * so the counts of a wide block are 8-byte aligned): class 0 is the
+     * inline store, then 4, 6, 8, 12, 16, 24, ... bins. */
     uint32_t top = (max_bins + 1u) & ~1u;
+    p->cap[0] = SG_SKETCH_INLINE;
     uint32_t cls = 0;
-    while ((STORE_MIN_CAP << cls) < top) {
+    do { /* at least class 1: a wide store needs a block */
         cls++;
-    }
+        uint64_t cap =
+            (cls & 1u) ? (UINT64_C(4) << ((cls - 1u) / 2u)) : (UINT64_C(6) << ((cls - 2u) / 2u));
+        p->cap[cls] = cap < top ? (uint32_t)cap : top;
+    } while (p->cap[cls] < top);
     p->nclasses = cls + 1u;
     /* Cells narrower than the smallest boundary gap, with a factor 2 to
      * spare for the rounding of the boundaries. */
@@ -114,18 +125,9 @@ int sg_sketch_params_init(struct sg_sketch_params *p, double alpha, uint32_t max
     return 0;
 }
 
-static uint32_t class_cap(const struct sg_sketch_params *p, uint32_t cls)
+static size_t block_bytes(const struct sg_sketch_params *p, uint32_t wide, uint32_t cls)
 {
-    uint32_t top = (p->max_bins + 1u) & ~1u;
-    uint32_t cap = STORE_MIN_CAP << cls;
-    return cap < top ? cap : top;
-}
-
-static size_t block_bytes(uint32_t cap)
-{
-    /* cap is even (a power of two >= 8, or max_bins rounded up to even), so
-     * the counts that follow the indexes are 8-byte aligned. */
-    return (size_t)cap * (sizeof(int32_t) + sizeof(uint64_t));
+    return (size_t)p->cap[cls] * (wide ? sizeof(int32_t) + sizeof(uint64_t) : sizeof(uint32_t));
 }
 
 void sg_sketch_params_destroy(struct sg_sketch_params *p)
@@ -133,73 +135,163 @@ void sg_sketch_params_destroy(struct sg_sketch_params *p)
     if (p == NULL) {
         return;
     }
-    for (uint32_t c = 0; c < SG_SKETCH_CLASSES; c++) {
-        while (p->free_blocks[c] != NULL) {
-            void *b = p->free_blocks[c];
-            memcpy(&p->free_blocks[c], b, sizeof(void *));
-            p->bytes -= block_bytes(class_cap(p, c));
-            free(b);
+    for (uint32_t w = 0; w < 2; w++) {
+        for (uint32_t c = 0; c < SG_SKETCH_CLASSES; c++) {
+            while (p->free_blocks[w][c] != NULL) {
+                void *b = p->free_blocks[w][c];
+                memcpy(&p->free_blocks[w][c], b, sizeof(void *));
+                p->bytes -= block_bytes(p, w, c);
+                p->nfree[w][c]--;
+                free(b);
+            }
         }
     }
 }
 
-static void store_init(struct sg_sketch_store *st)
+size_t sg_sketch_params_trim(struct sg_sketch_params *p)
 {
-    st->idx = NULL;
-    st->cnt = NULL;
-    st->nbins = 0;
-    st->cls = 0;
+    size_t freed = 0;
+    for (uint32_t w = 0; w < 2; w++) {
+        for (uint32_t c = 1; c < p->nclasses; c++) {
+            while (p->nfree[w][c] > p->peak[w][c]) {
+                void *b = p->free_blocks[w][c];
+                memcpy(&p->free_blocks[w][c], b, sizeof(void *));
+                p->nfree[w][c]--;
+                freed += block_bytes(p, w, c);
+                free(b);
+            }
+            p->peak[w][c] = p->used[w][c];
+        }
+    }
+    p->bytes -= freed;
+    return freed;
 }
 
-/* Returns the store's block to its class's free list. */
+/* A block of class cls (>= 1), from the free list or the heap. */
+static void *block_take(struct sg_sketch_params *p, uint32_t wide, uint32_t cls)
+{
+    void *b = p->free_blocks[wide][cls];
+    if (b != NULL) {
+        memcpy(&p->free_blocks[wide][cls], b, sizeof(void *));
+        p->nfree[wide][cls]--;
+    } else {
+        b = sg_xmalloc(block_bytes(p, wide, cls));
+        p->bytes += block_bytes(p, wide, cls);
+    }
+    if (++p->used[wide][cls] > p->peak[wide][cls]) {
+        p->peak[wide][cls] = p->used[wide][cls];
+    }
+    return b;
+}
+
+static void block_put(struct sg_sketch_params *p, uint32_t wide, uint32_t cls, void *b)
+{
+    memcpy(b, &p->free_blocks[wide][cls], sizeof(void *));
+    p->free_blocks[wide][cls] = b;
+    p->nfree[wide][cls]++;
+    p->used[wide][cls]--;
+}
+
+static inline void store_init(struct sg_sketch_store *st)
+{
+    st->u.words = NULL;
+    st->base = 0;
+    st->nbins = 0;
+    st->cls = 0;
+    st->wide = 0;
+}
+
+/* Gives the store's block (if any) back to its free list; the store is
+ * empty after. */
 static void store_release(struct sg_sketch_params *p, struct sg_sketch_store *st)
 {
-    if (st->idx != NULL) {
-        void *b = st->idx;
-        memcpy(b, &p->free_blocks[st->cls], sizeof(void *));
-        p->free_blocks[st->cls] = b;
+    if (st->wide || st->cls != 0) {
+        block_put(p, st->wide, st->cls, st->u.words);
     }
     store_init(st);
 }
 
-static void store_grow(struct sg_sketch_params *p, struct sg_sketch_store *st)
+static inline uint32_t *narrow_words(struct sg_sketch_store *st)
 {
-    uint32_t ncls = st->idx == NULL ? 0 : st->cls + 1u;
-    uint32_t ncap = class_cap(p, ncls);
-    char *mem = p->free_blocks[ncls];
-    if (mem != NULL) {
-        memcpy(&p->free_blocks[ncls], mem, sizeof(void *));
+    return st->cls == 0 ? st->u.inl : st->u.words;
+}
+
+static inline const uint32_t *narrow_words_c(const struct sg_sketch_store *st)
+{
+    return st->cls == 0 ? st->u.inl : st->u.words;
+}
+
+static inline uint64_t *wide_cnt(const struct sg_sketch_params *p, const struct sg_sketch_store *st)
+{
+    return (uint64_t *)(void *)((char *)st->u.idx + (size_t)p->cap[st->cls] * sizeof(int32_t));
+}
+
+/* Bucket and count of bin i. */
+static inline void store_bin(const struct sg_sketch_params *p, const struct sg_sketch_store *st,
+                             uint32_t i, int32_t *k, uint64_t *c)
+{
+    if (st->wide) {
+        *k = st->u.idx[i];
+        *c = wide_cnt(p, st)[i];
     } else {
-        mem = sg_xmalloc(block_bytes(ncap));
-        p->bytes += block_bytes(ncap);
+        uint32_t w = narrow_words_c(st)[i];
+        *k = (int32_t)((int64_t)st->base + (int64_t)(w >> 16));
+        *c = w & NARROW_CNT_MASK;
     }
+}
+
+/* Turns a narrow store into a wide one with room for one more bin (or for
+ * max_bins when it is full). */
+static void store_widen(struct sg_sketch_params *p, struct sg_sketch_store *st)
+{
+    uint32_t n = st->nbins;
+    uint32_t need = n < p->max_bins ? n + 1u : n;
+    uint32_t cls = 1;
+    while (p->cap[cls] < need) {
+        cls++;
+    }
+    char *mem = block_take(p, 1, cls);
+    int32_t *idx = (int32_t *)(void *)mem;
+    uint64_t *cnt = (uint64_t *)(void *)(mem + (size_t)p->cap[cls] * sizeof(int32_t));
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t k;
+        uint64_t c;
+        store_bin(p, st, i, &k, &c);
+        idx[i] = k;
+        cnt[i] = c;
+    }
+    store_release(p, st);
+    st->u.idx = idx;
+    st->nbins = n;
+    st->cls = cls;
+    st->wide = 1;
+}
+
+static void wide_grow(struct sg_sketch_params *p, struct sg_sketch_store *st)
+{
+    uint32_t ncls = st->cls + 1u;
+    uint32_t ncap = p->cap[ncls];
+    char *mem = block_take(p, 1, ncls);
     int32_t *nidx = (int32_t *)(void *)mem;
     uint64_t *ncnt = (uint64_t *)(void *)(mem + (size_t)ncap * sizeof(int32_t));
-    if (st->nbins > 0) {
-        memcpy(nidx, st->idx, st->nbins * sizeof(int32_t));
-        memcpy(ncnt, st->cnt, st->nbins * sizeof(uint64_t));
-    }
     uint32_t n = st->nbins;
+    memcpy(nidx, st->u.idx, n * sizeof(int32_t));
+    memcpy(ncnt, wide_cnt(p, st), n * sizeof(uint64_t));
     store_release(p, st);
-    st->idx = nidx;
-    st->cnt = ncnt;
+    st->u.idx = nidx;
     st->nbins = n;
     st->cls = ncls;
+    st->wide = 1;
 }
 
-static inline uint32_t store_cap(const struct sg_sketch_params *p, const struct sg_sketch_store *st)
-{
-    return st->idx == NULL ? 0 : class_cap(p, st->cls);
-}
-
-/* First position whose index is >= k. */
-static inline uint32_t store_lower_bound(const struct sg_sketch_store *st, int32_t k)
+/* First position whose bucket is >= k (wide store). */
+static inline uint32_t wide_lower_bound(const int32_t *idx, uint32_t n, int32_t k)
 {
     uint32_t lo = 0;
-    uint32_t hi = st->nbins;
+    uint32_t hi = n;
     while (lo < hi) {
         uint32_t mid = (lo + hi) >> 1;
-        if (st->idx[mid] < k) {
+        if (idx[mid] < k) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -208,106 +300,196 @@ static inline uint32_t store_lower_bound(const struct sg_sketch_store *st, int32
     return lo;
 }
 
-static void store_insert_at(struct sg_sketch_store *st, uint32_t i, int32_t k)
+static void wide_insert_at(const struct sg_sketch_params *p, struct sg_sketch_store *st, uint32_t i,
+                           int32_t k)
 {
+    int32_t *idx = st->u.idx;
+    uint64_t *cnt = wide_cnt(p, st);
     uint32_t tail = st->nbins - i;
     if (tail > 0) {
-        memmove(st->idx + i + 1, st->idx + i, tail * sizeof(int32_t));
-        memmove(st->cnt + i + 1, st->cnt + i, tail * sizeof(uint64_t));
+        memmove(idx + i + 1, idx + i, tail * sizeof(int32_t));
+        memmove(cnt + i + 1, cnt + i, tail * sizeof(uint64_t));
     }
-    st->idx[i] = k;
-    st->cnt[i] = 1;
+    idx[i] = k;
+    cnt[i] = 1;
     st->nbins++;
 }
 
-/* Adds one value of bucket k. collapse_low: when full, merge the bins of the
- * lowest indexes (positive store); otherwise the highest (negative store,
- * whose highest indexes are the most negative values). */
-static void store_add(struct sg_sketch_params *p, struct sg_sketch_store *st, int32_t k,
-                      bool collapse_low)
+/* Adds one value of bucket k to a wide store. collapse_low: when full,
+ * merge the bins of the lowest indexes (positive store); otherwise the
+ * highest (negative store, whose highest indexes are the most negative
+ * values). */
+static void wide_add(struct sg_sketch_params *p, struct sg_sketch_store *st, int32_t k,
+                     bool collapse_low)
 {
-    /* Fast path: sensor values mostly fall in the highest or lowest bin. */
+    int32_t *idx = st->u.idx;
+    uint64_t *cnt = wide_cnt(p, st);
     uint32_t n = st->nbins;
-    if (n > 0 && st->idx[n - 1] == k) {
-        st->cnt[n - 1]++;
+    if (n > 0 && idx[n - 1] == k) {
+        cnt[n - 1]++;
         return;
     }
-    uint32_t i = store_lower_bound(st, k);
-    if (i < n && st->idx[i] == k) {
-        st->cnt[i]++;
+    uint32_t i = wide_lower_bound(idx, n, k);
+    if (i < n && idx[i] == k) {
+        cnt[i]++;
         return;
     }
     if (n < p->max_bins) {
-        if (n == store_cap(p, st)) {
-            store_grow(p, st);
+        if (n == p->cap[st->cls]) {
+            wide_grow(p, st);
         }
-        store_insert_at(st, i, k);
+        wide_insert_at(p, st, i, k);
         return;
     }
     /* Full: collapse instead of growing. */
     if (collapse_low) {
         if (i == 0) {
-            st->cnt[0]++;
+            cnt[0]++;
             return;
         }
         if (i == 1) {
             /* k becomes the lowest bin and absorbs the old lowest one. */
-            st->idx[0] = k;
-            st->cnt[0]++;
+            idx[0] = k;
+            cnt[0]++;
             return;
         }
         /* Merge bin 0 into bin 1, then insert k at i - 1 after shifting
          * bins 1 .. i-1 one place down. */
-        st->cnt[1] += st->cnt[0];
-        memmove(st->idx, st->idx + 1, (i - 1) * sizeof(int32_t));
-        memmove(st->cnt, st->cnt + 1, (i - 1) * sizeof(uint64_t));
-        st->idx[i - 1] = k;
-        st->cnt[i - 1] = 1;
+        cnt[1] += cnt[0];
+        memmove(idx, idx + 1, (i - 1) * sizeof(int32_t));
+        memmove(cnt, cnt + 1, (i - 1) * sizeof(uint64_t));
+        idx[i - 1] = k;
+        cnt[i - 1] = 1;
     } else {
         if (i == n) {
-            st->cnt[n - 1]++;
+            cnt[n - 1]++;
             return;
         }
         if (i == n - 1) {
             /* k becomes the highest bin and absorbs the old highest one. */
-            st->idx[n - 1] = k;
-            st->cnt[n - 1]++;
+            idx[n - 1] = k;
+            cnt[n - 1]++;
             return;
         }
         /* Merge the last bin into the one before it, then insert k at i. */
-        st->cnt[n - 2] += st->cnt[n - 1];
+        cnt[n - 2] += cnt[n - 1];
         st->nbins--;
-        store_insert_at(st, i, k);
+        wide_insert_at(p, st, i, k);
     }
 }
 
-void sg_sketch_init(struct sg_sketch *s, struct sg_sketch_params *params)
+/* First position whose word is >= key in w[0..n), n >= 1; branch-free, as
+ * the compares are unpredictable. */
+static inline uint32_t narrow_lower_bound(const uint32_t *w, uint32_t n, uint32_t key)
 {
-    s->params = params;
+    const uint32_t *b = w;
+    uint32_t len = n;
+    while (len > 1) {
+        uint32_t half = len >> 1;
+        b += (b[half - 1] < key) ? half : 0;
+        len -= half;
+    }
+    return (uint32_t)(b - w) + (*b < key);
+}
+
+/* The rest of store_add() for a narrow store: k's bucket is off from the
+ * base (or the store is empty, or off is out of range), i its lower bound
+ * when in range. Inserts, grows, or widens. */
+static void __attribute__((noinline))
+narrow_add_slow(struct sg_sketch_params *p, struct sg_sketch_store *st, int32_t k, int64_t off,
+                uint32_t i, bool collapse_low, uint32_t reserve)
+{
+    uint32_t n = st->nbins;
+    if (n == 0) {
+        st->base = k - NARROW_BIAS; /* |k| < 2^31 - 2^16: no overflow */
+        st->u.inl[0] = ((uint32_t)NARROW_BIAS << 16) | 1u;
+        st->nbins = 1;
+        return;
+    }
+    uint32_t key = (uint32_t)off << 16;
+    uint32_t *w = narrow_words(st);
+    if (off < 0 || off > NARROW_MAX_OFF || n == p->max_bins ||
+        (i < n && (w[i] & ~NARROW_CNT_MASK) == key)) {
+        /* Out of the span, full, or the bin's count is at 65535. */
+        store_widen(p, st);
+        wide_add(p, st, k, collapse_low);
+        return;
+    }
+    if (n == p->cap[st->cls]) {
+        uint32_t ncls = st->cls + 1u;
+        if (st->cls == 0 && reserve > n + 1u) {
+            /* First block: the size the caller expects this store to reach,
+             * so that it need not pass through (and leave on the free lists)
+             * every smaller class on the way. */
+            while (ncls + 1u < p->nclasses && p->cap[ncls] < reserve) {
+                ncls++;
+            }
+        }
+        int32_t base = st->base;
+        uint32_t *nw = block_take(p, 0, ncls);
+        memcpy(nw, w, i * sizeof(uint32_t));
+        memcpy(nw + i + 1, w + i, (n - i) * sizeof(uint32_t));
+        nw[i] = key | 1u;
+        store_release(p, st);
+        st->base = base;
+        st->u.words = nw;
+        st->nbins = n + 1u;
+        st->cls = ncls;
+        return;
+    }
+    memmove(w + i + 1, w + i, (n - i) * sizeof(uint32_t));
+    w[i] = key | 1u;
+    st->nbins = n + 1u;
+}
+
+/* Adds one value of bucket k (see wide_add() for collapse_low; reserve: see
+ * sg_sketch_add_key()). The common case, a narrow store that already has
+ * k's bin with room in its count, stays here. */
+static inline void store_add(struct sg_sketch_params *p, struct sg_sketch_store *st, int32_t k,
+                             bool collapse_low, uint32_t reserve)
+{
+    if (st->wide) {
+        wide_add(p, st, k, collapse_low);
+        return;
+    }
+    uint32_t n = st->nbins;
+    int64_t off = (int64_t)k - (int64_t)st->base;
+    uint32_t i = 0;
+    if (n != 0 && off >= 0 && off <= NARROW_MAX_OFF) {
+        uint32_t key = (uint32_t)off << 16;
+        uint32_t *w = narrow_words(st);
+        i = narrow_lower_bound(w, n, key);
+        if (i < n && (w[i] & ~NARROW_CNT_MASK) == key &&
+            (w[i] & NARROW_CNT_MASK) != NARROW_CNT_MASK) {
+            w[i]++;
+            return;
+        }
+    }
+    narrow_add_slow(p, st, k, off, i, collapse_low, reserve);
+}
+
+void sg_sketch_init(struct sg_sketch *s)
+{
     store_init(&s->pos);
     store_init(&s->neg);
     s->zero_count = 0;
-    s->count = 0;
     s->min = INFINITY;
     s->max = -INFINITY;
 }
 
-void sg_sketch_destroy(struct sg_sketch *s)
+void sg_sketch_destroy(struct sg_sketch *s, struct sg_sketch_params *p)
 {
     if (s == NULL) {
         return;
     }
-    store_release(s->params, &s->pos);
-    store_release(s->params, &s->neg);
-    sg_sketch_init(s, s->params);
+    sg_sketch_reset(s, p);
 }
 
-void sg_sketch_reset(struct sg_sketch *s)
+void sg_sketch_reset(struct sg_sketch *s, struct sg_sketch_params *p)
 {
-    store_release(s->params, &s->pos);
-    store_release(s->params, &s->neg);
+    store_release(p, &s->pos);
+    store_release(p, &s->neg);
     s->zero_count = 0;
-    s->count = 0;
     s->min = INFINITY;
     s->max = -INFINITY;
 }
@@ -346,16 +528,16 @@ struct sg_sketch_key sg_sketch_key_of(const struct sg_sketch_params *p, double x
     return k;
 }
 
-void sg_sketch_add_key(struct sg_sketch *s, struct sg_sketch_key k, double x)
+void sg_sketch_add_key(struct sg_sketch *s, struct sg_sketch_params *p, struct sg_sketch_key k,
+                       double x, uint32_t reserve)
 {
     if (k.sign > 0) {
-        store_add(s->params, &s->pos, k.index, true);
+        store_add(p, &s->pos, k.index, true, reserve);
     } else if (k.sign < 0) {
-        store_add(s->params, &s->neg, k.index, false);
+        store_add(p, &s->neg, k.index, false, reserve);
     } else {
         s->zero_count++;
     }
-    s->count++;
     if (x < s->min) {
         s->min = x;
     }
@@ -364,13 +546,35 @@ void sg_sketch_add_key(struct sg_sketch *s, struct sg_sketch_key k, double x)
     }
 }
 
-int sg_sketch_add(struct sg_sketch *s, double x)
+int sg_sketch_add(struct sg_sketch *s, struct sg_sketch_params *p, double x)
 {
     if (!isfinite(x)) {
         return SG_EINVAL;
     }
-    sg_sketch_add_key(s, sg_sketch_key_of(s->params, x), x);
+    sg_sketch_add_key(s, p, sg_sketch_key_of(p, x), x, 0);
     return 0;
+}
+
+static uint64_t store_total(const struct sg_sketch_params *p, const struct sg_sketch_store *st)
+{
+    uint64_t t = 0;
+    if (st->wide) {
+        const uint64_t *cnt = wide_cnt(p, st);
+        for (uint32_t i = 0; i < st->nbins; i++) {
+            t += cnt[i];
+        }
+    } else {
+        const uint32_t *w = narrow_words_c(st);
+        for (uint32_t i = 0; i < st->nbins; i++) {
+            t += w[i] & NARROW_CNT_MASK;
+        }
+    }
+    return t;
+}
+
+uint64_t sg_sketch_count(const struct sg_sketch *s, const struct sg_sketch_params *p)
+{
+    return s->zero_count + store_total(p, &s->pos) + store_total(p, &s->neg);
 }
 
 static double representative(const struct sg_sketch_params *p, int32_t k)
@@ -380,9 +584,10 @@ static double representative(const struct sg_sketch_params *p, int32_t k)
     return exp((double)k * p->log_gamma + p->log_rep);
 }
 
-double sg_sketch_quantile(const struct sg_sketch *s, double q)
+double sg_sketch_quantile(const struct sg_sketch *s, const struct sg_sketch_params *p, double q,
+                          uint64_t count)
 {
-    if (s->count == 0) {
+    if (count == 0) {
         return NAN;
     }
     if (!(q > 0.0)) {
@@ -393,23 +598,26 @@ double sg_sketch_quantile(const struct sg_sketch *s, double q)
     /* The rank convention of the contract: element floor(q * (count - 1)),
      * 0-based, of the sorted values. The element sits in the first bin whose
      * cumulative count exceeds the rank. */
-    uint64_t rank = (uint64_t)floor(q * (double)(s->count - 1));
+    uint64_t rank = (uint64_t)floor(q * (double)(count - 1));
     /* The extremes are known exactly. */
     if (rank == 0) {
         return s->min;
     }
-    if (rank >= s->count - 1) {
+    if (rank >= count - 1) {
         return s->max;
     }
     uint64_t cum = 0;
     double v = 0.0;
     bool found = false;
+    int32_t k;
+    uint64_t c;
 
     /* Negative values, most negative (highest magnitude index) first. */
     for (uint32_t i = s->neg.nbins; i-- > 0;) {
-        cum += s->neg.cnt[i];
+        store_bin(p, &s->neg, i, &k, &c);
+        cum += c;
         if (cum > rank) {
-            v = -representative(s->params, s->neg.idx[i]);
+            v = -representative(p, k);
             found = true;
             break;
         }
@@ -423,9 +631,10 @@ double sg_sketch_quantile(const struct sg_sketch *s, double q)
     }
     if (!found) {
         for (uint32_t i = 0; i < s->pos.nbins; i++) {
-            cum += s->pos.cnt[i];
+            store_bin(p, &s->pos, i, &k, &c);
+            cum += c;
             if (cum > rank) {
-                v = representative(s->params, s->pos.idx[i]);
+                v = representative(p, k);
                 found = true;
                 break;
             }
@@ -443,7 +652,28 @@ double sg_sketch_quantile(const struct sg_sketch *s, double q)
     return v;
 }
 
-size_t sg_sketch_memory_bytes(const struct sg_sketch *s)
+uint32_t sg_sketch_nbins(const struct sg_sketch *s, int sign)
 {
-    return block_bytes(store_cap(s->params, &s->pos)) + block_bytes(store_cap(s->params, &s->neg));
+    return sign > 0 ? s->pos.nbins : s->neg.nbins;
+}
+
+void sg_sketch_bin(const struct sg_sketch *s, const struct sg_sketch_params *p, int sign,
+                   uint32_t i, int32_t *bucket, uint64_t *count)
+{
+    store_bin(p, sign > 0 ? &s->pos : &s->neg, i, bucket, count);
+}
+
+bool sg_sketch_is_wide(const struct sg_sketch *s, int sign)
+{
+    return (sign > 0 ? s->pos.wide : s->neg.wide) != 0;
+}
+
+static size_t store_bytes(const struct sg_sketch_params *p, const struct sg_sketch_store *st)
+{
+    return st->wide || st->cls != 0 ? block_bytes(p, st->wide, st->cls) : 0;
+}
+
+size_t sg_sketch_memory_bytes(const struct sg_sketch *s, const struct sg_sketch_params *p)
+{
+    return store_bytes(p, &s->pos) + store_bytes(p, &s->neg);
 }

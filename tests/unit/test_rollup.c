@@ -118,6 +118,9 @@ static void test_options(void)
     o.windows_ms[0] = 0;
     CU_ASSERT_EQUAL(sg_rollup_engine_new(&e, &o), SG_EINVAL);
     o = base_opts();
+    o.windows_ms[0] = (uint64_t)UINT32_MAX + 1u; /* ts offsets in a window are 32-bit */
+    CU_ASSERT_EQUAL(sg_rollup_engine_new(&e, &o), SG_EINVAL);
+    o = base_opts();
     o.ring_seqs = 100;
     CU_ASSERT_EQUAL(sg_rollup_engine_new(&e, &o), SG_EINVAL);
     o = base_opts();
@@ -1183,6 +1186,109 @@ static void test_restore_and_replay(void)
     sg_rollup_engine_free(e);
 }
 
+/* ---- window memory (perfA2) ---- */
+
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a;
+    double y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void test_sketch_blocks_trimmed(void)
+{
+    /* Three windows of 300 distinct values (sketch blocks), then windows of
+     * one repeated value (inline bins): after a few trim periods the tick
+     * has given every bin block back to the heap. Quantiles stay right
+     * throughout. */
+    struct sg_rollup_opts o = base_opts();
+    struct sg_rollup_engine *e = engine(&o);
+    struct sg_rollup_memory md;
+    uint32_t seq = 0;
+    double vals[300];
+    for (uint64_t w = 0; w < 3; w++) {
+        for (uint32_t i = 0; i < 300; i++) {
+            vals[i] = (w % 2 ? -1.0 : 1.0) * 10.0 * pow(1.02, (double)((i * 7u) % 300u));
+            uint64_t ts = T0 + w * 1000 + i * 3;
+            CU_ASSERT_EQUAL(add(e, "a", ts, ++seq, vals[i], ts), SG_VERDICT_ACCEPTED);
+        }
+        sg_rollup_tick(e, T0 + (w + 1) * 1000);
+        CU_ASSERT_EQUAL_FATAL(col.n, w + 1);
+        qsort(vals, 300, sizeof(double), cmp_dbl);
+        const struct sg_rollup *r = &col.r[w];
+        CU_ASSERT_EQUAL(r->count, 300);
+        CU_ASSERT(fabs(r->p50 - vals[149]) <= 0.01 * fabs(vals[149]));
+        CU_ASSERT(fabs(r->p95 - vals[284]) <= 0.01 * fabs(vals[284]));
+        CU_ASSERT(fabs(r->p99 - vals[296]) <= 0.01 * fabs(vals[296]));
+    }
+    sg_rollup_memory_detail(e, &md);
+    CU_ASSERT(md.bins >= 300 * sizeof(uint32_t)); /* on the free lists now */
+    size_t windows = md.windows;
+    for (uint64_t w = 3; w < 12; w++) {
+        for (uint32_t i = 0; i < 50; i++) {
+            uint64_t ts = T0 + w * 1000 + i * 10;
+            CU_ASSERT_EQUAL(add(e, "a", ts, ++seq, 5.0, ts), SG_VERDICT_ACCEPTED);
+        }
+        sg_rollup_tick(e, T0 + (w + 1) * 1000);
+        CU_ASSERT_EQUAL_FATAL(col.n, w + 1);
+        CU_ASSERT_EQUAL(col.r[w].p50, 5.0);
+        CU_ASSERT_EQUAL(col.r[w].p99, 5.0);
+    }
+    sg_rollup_memory_detail(e, &md);
+    CU_ASSERT_EQUAL(md.bins, 0);
+    CU_ASSERT_EQUAL(md.windows, windows);
+    CU_ASSERT(sg_rollup_memory_bytes(e) >= md.series + md.windows + md.bins);
+    sg_rollup_engine_free(e);
+}
+
+static void test_rms_without_sum_of_squares(void)
+{
+    /* rms from mean and M2 against a long double sum of squares: a large
+     * offset with small spread, values of both signs around zero, and a
+     * constant. */
+    static const double offs[] = {1e6, 0.0, -3.75};
+    static const double spread[] = {1e-3, 5.0, 0.0};
+    for (size_t t = 0; t < 3; t++) {
+        struct sg_rollup_opts o = base_opts();
+        struct sg_rollup_engine *e = engine(&o);
+        long double sq = 0.0L;
+        uint32_t n = 997;
+        for (uint32_t i = 0; i < n; i++) {
+            double x = offs[t] + spread[t] * sin((double)i * 0.7);
+            sq += (long double)x * (long double)x;
+            CU_ASSERT_EQUAL(add(e, "r", T0 + i, i + 1, x, T0), SG_VERDICT_ACCEPTED);
+        }
+        sg_rollup_flush(e);
+        CU_ASSERT_EQUAL_FATAL(col.n, 1);
+        double exact = (double)sqrtl(sq / (long double)n);
+        CU_ASSERT(fabs(col.r[0].rms - exact) <= 1e-13 * fabs(exact));
+        sg_rollup_engine_free(e);
+    }
+}
+
+static void test_widest_window_ts_offsets(void)
+{
+    /* The widest width: first and last ts at both ends of one window come
+     * back exact (they are kept as offsets from the start). */
+    struct sg_rollup_opts o = base_opts();
+    o.windows_ms[0] = UINT32_MAX;
+    struct sg_rollup_engine *e = engine(&o);
+    uint64_t start = T0 - T0 % UINT32_MAX;
+    uint64_t last = start + UINT32_MAX - 1u;
+    CU_ASSERT_EQUAL(add(e, "w", start + 7, 1, 1.0, T0), SG_VERDICT_ACCEPTED);
+    CU_ASSERT_EQUAL(add(e, "w", last, 2, 2.0, T0), SG_VERDICT_ACCEPTED);
+    CU_ASSERT_EQUAL(add(e, "w", start, 3, 3.0, T0), SG_VERDICT_ACCEPTED);
+    CU_ASSERT_EQUAL(add(e, "w", last, 4, 4.0, T0), SG_VERDICT_ACCEPTED); /* tie: first stays */
+    sg_rollup_flush(e);
+    CU_ASSERT_EQUAL_FATAL(col.n, 1);
+    CU_ASSERT_EQUAL(col.r[0].window_start_ms, start);
+    CU_ASSERT_EQUAL(col.r[0].first_ts_ms, start);
+    CU_ASSERT_EQUAL(col.r[0].last_ts_ms, last);
+    CU_ASSERT_EQUAL(col.r[0].last, 2.0);
+    CU_ASSERT_EQUAL(col.r[0].count, 4);
+    sg_rollup_engine_free(e);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) {
@@ -1200,6 +1306,9 @@ int main(void)
     s = CU_add_suite("stats", NULL, NULL);
     CU_add_test(s, "gaps_across_wrap_faulty_last_tie", test_gaps_wrap_faulty_last);
     CU_add_test(s, "invalid_reasons_and_accel_channels", test_invalid_and_accel);
+    CU_add_test(s, "rms_without_sum_of_squares", test_rms_without_sum_of_squares);
+    CU_add_test(s, "sketch_blocks_trimmed", test_sketch_blocks_trimmed);
+    CU_add_test(s, "widest_window_ts_offsets", test_widest_window_ts_offsets);
     s = CU_add_suite("widths", NULL, NULL);
     CU_add_test(s, "several_widths_and_partial_flush", test_several_widths);
     s = CU_add_suite("closing", NULL, NULL);
