@@ -138,15 +138,21 @@ static void test_coalesce_states(void)
                         0);
     }
     CU_ASSERT_EQUAL(c.got, 1);
-    while (c.got < 4) {
-        uv_run(&loop, UV_RUN_ONCE);
+    /* Not UV_RUN_ONCE: when the timer is already due it runs at the top of
+     * the iteration, and if that drain finds nothing the poll that follows
+     * has no timer left and blocks for good. Spin NOWAIT with a deadline. */
+    uint64_t deadline = uv_hrtime() + 10ull * 1000000000ull;
+    while (c.got < 4 && uv_hrtime() < deadline) {
+        uv_run(&loop, UV_RUN_NOWAIT);
     }
+    CU_ASSERT_EQUAL_FATAL(c.got, 4);
     CU_ASSERT_EQUAL(c.order_errors, 0);
     CU_ASSERT_TRUE(uv_is_active((uv_handle_t *)&ib.timer));
     /* The next drain finds nothing: disarmed, no timer left. */
-    while (uv_is_active((uv_handle_t *)&ib.timer)) {
-        uv_run(&loop, UV_RUN_ONCE);
+    while (uv_is_active((uv_handle_t *)&ib.timer) && uv_hrtime() < deadline) {
+        uv_run(&loop, UV_RUN_NOWAIT);
     }
+    CU_ASSERT_FALSE_FATAL(uv_is_active((uv_handle_t *)&ib.timer));
     CU_ASSERT_FALSE(ib.armed);
     CU_ASSERT_EQUAL(c.got, 4);
     /* Idle: the loop has nothing to run (only the referenced async). */
