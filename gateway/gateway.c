@@ -147,6 +147,16 @@ static void on_batch_timer(uv_timer_t *t)
 static void on_rollup(void *ctx, const struct sg_rollup *r)
 {
     struct gw *g = ctx;
+    int nch = sg_kind_channels(r->kind);
+    /* Never split a window's channels across batches (its spool mark must
+     * cover all of them), and never let a batch grow past
+     * max_batch_rollups to keep them together: send what is pending first
+     * when the whole window would not fit. Only a bound below a window's
+     * channel count (3 for accel_g) makes a batch of that one window. */
+    if (r->channel == 0 && g->npending > 0 &&
+        g->npending + (size_t)nch > g->cfg->backend.max_batch_rollups) {
+        flush_batch(g);
+    }
     if (g->npending == g->cap_pending) {
         g->cap_pending = g->cap_pending ? g->cap_pending * 2 : 64;
         g->pending = sg_xrealloc(g->pending, g->cap_pending * sizeof *g->pending);
@@ -160,9 +170,7 @@ static void on_rollup(void *ctx, const struct sg_rollup *r)
     if (g->npending == 1 && g->stop == RUNNING) {
         uv_timer_start(&g->batch_timer, on_batch_timer, g->cfg->backend.max_batch_delay_ms, 0);
     }
-    /* Never split a window's channels across batches: its spool mark must
-     * cover all of them. */
-    bool last_channel = r->channel + 1 >= sg_kind_channels(r->kind);
+    bool last_channel = r->channel + 1 >= nch;
     if (last_channel && g->npending >= g->cfg->backend.max_batch_rollups) {
         flush_batch(g);
     }

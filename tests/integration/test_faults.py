@@ -362,6 +362,10 @@ def test_spool_bound_while_backend_down():
 
         seqs = sorted(batch_seq(b["batch_id"]) for b in sink_batches(sink))
         assert len(seqs) == len(set(seqs))
+        # accel_g windows (3 rollups, never split) must not push a batch
+        # past max_batch_rollups: CI once saw batches of 21 here.
+        sizes = [b["rollups"] for b in sink_batches(sink)]
+        assert max(sizes) <= per_batch, f"batch sizes {sizes} over max_batch_rollups {per_batch}"
         gaps = sorted(set(range(seqs[0], seqs[-1] + 1)) - set(seqs))
         # A batch dropped from the spool while its POST is in flight is counted
         # as dropped and still delivered when that POST succeeds (forward.c
