@@ -385,6 +385,22 @@ static bool scan_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, siz
 
 /* --- copy and validate ---------------------------------------------------- */
 
+/* The invalid reason of a decoded reading, the same for both decoders:
+ * idlen is the sensor_id's length on the wire and clen its C-string length
+ * (they differ when it holds a NUL); nv the number of values on the wire. */
+static inline int verdict_of(const struct sg_reading *r, size_t idlen, size_t clen, size_t nv,
+                             uint64_t now_ms, const struct sg_decode_limits *lim)
+{
+    if (idlen != clen || idlen > SG_SENSOR_ID_MAX) {
+        return SG_INVALID_SENSOR_ID;
+    }
+    int inv = sg_reading_validate(r, now_ms, lim->max_past_ms, lim->max_future_ms);
+    if (inv == SG_INVALID_NONE && nv > SG_MAX_CHANNELS) {
+        inv = SG_INVALID_CHANNELS;
+    }
+    return inv;
+}
+
 static inline void copy_reading(struct sg_reading *r, const Sensegate__V1__Reading *m,
                                 uint32_t idlen, uint64_t now_ms, const struct sg_decode_limits *lim)
 {
@@ -419,16 +435,7 @@ static inline void copy_reading(struct sg_reading *r, const Sensegate__V1__Readi
         r->nvalues = 0;
     }
 
-    int inv;
-    if (idlen != clen || idlen > SG_SENSOR_ID_MAX) {
-        inv = SG_INVALID_SENSOR_ID;
-    } else {
-        inv = sg_reading_validate(r, now_ms, lim->max_past_ms, lim->max_future_ms);
-        if (inv == SG_INVALID_NONE && nv > SG_MAX_CHANNELS) {
-            inv = SG_INVALID_CHANNELS;
-        }
-    }
-    r->invalid = (uint8_t)inv;
+    r->invalid = (uint8_t)verdict_of(r, idlen, clen, nv, now_ms, lim);
 }
 
 /* What both decoders do first: clear the outputs, check the arguments and
@@ -733,16 +740,7 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
         r->nvalues = (uint8_t)nv;
     }
 
-    int inv;
-    if (idlen != clen || idlen > SG_SENSOR_ID_MAX) {
-        inv = SG_INVALID_SENSOR_ID;
-    } else {
-        inv = sg_reading_validate(r, now_ms, lim->max_past_ms, lim->max_future_ms);
-        if (inv == SG_INVALID_NONE && nv > SG_MAX_CHANNELS) {
-            inv = SG_INVALID_CHANNELS;
-        }
-    }
-    r->invalid = (uint8_t)inv;
+    r->invalid = (uint8_t)verdict_of(r, idlen, clen, nv, now_ms, lim);
     return true;
 }
 
