@@ -162,11 +162,14 @@ static void on_rollup(void *ctx, const struct sg_rollup *r)
         g->pending = sg_xrealloc(g->pending, g->cap_pending * sizeof *g->pending);
         g->marks = sg_xrealloc(g->marks, g->cap_pending * sizeof *g->marks);
     }
+    /* The batch's oldest window closed now: sensegate_delivery_delay_seconds
+     * runs from here, not from the push, which in a burst waits behind the
+     * others. Later rollups of the batch closed later: one clock read per
+     * batch. */
+    if (g->npending == 0) {
+        sg_spool_note_close(g->spool, sg_mono_ms());
+    }
     g->pending[g->npending++] = *r;
-    /* The window closed now: sensegate_delivery_delay_seconds runs from
-     * here, not from the push, which in a burst waits behind the others
-     * (the spool keeps the earliest note until the next push). */
-    sg_spool_note_close(g->spool, sg_mono_ms());
     if (g->npending == 1 && g->stop == RUNNING) {
         uv_timer_start(&g->batch_timer, on_batch_timer, g->cfg->backend.max_batch_delay_ms, 0);
     }
