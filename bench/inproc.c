@@ -298,7 +298,8 @@ int main(int argc, char **argv)
         }
         return check_doubles(n) == 0 ? 0 : 1;
     }
-    for (int i = 1; i < argc; i++) {
+    /* Every option takes a value: walk the arguments in (flag, value) pairs. */
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0;
@@ -328,7 +329,6 @@ int main(int argc, char **argv)
             usage();
             return 2;
         }
-        i++;
     }
 
     /* Fleet: one series per sensor. About 2.4 readings/s per sensor at 1 Hz

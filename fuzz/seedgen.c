@@ -59,8 +59,10 @@ static void rm_dir(const char *dir)
     while ((de = readdir(d)) != NULL) {
         if (de->d_name[0] != '.') {
             char p[8192];
-            snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
-            unlink(p);
+            int n = snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+            if (n > 0 && (size_t)n < sizeof p) {
+                unlink(p);
+            }
         }
     }
     closedir(d);

@@ -149,7 +149,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                  content_type, NULL);
 }
 
-/* MHD's own error messages go through our log, one line each. */
+/* MHD's own error messages go through our log, one line each. fmt is
+ * MHD's printf format for ap (the attribute lets the compiler check the
+ * vsnprintf below instead of warning that fmt is not a literal). */
+__attribute__((format(printf, 2, 0)))
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char line[512];

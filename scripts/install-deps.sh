@@ -7,6 +7,9 @@ pkgs=(
   build-essential cmake pkg-config python3
   libpaho-mqtt-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler libcunit1-dev
   libcurl4-openssl-dev libcyaml-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
+  # Paho's CMake package (found by CMakeLists.txt) asks for OpenSSL's headers;
+  # with --no-install-recommends nothing else brings them.
+  libssl-dev libsystemd-dev
   mosquitto mosquitto-clients curl openssl valgrind
   # Tests: a real Prometheus scrapes the gateway; the live view runs in tmux.
   prometheus tmux
