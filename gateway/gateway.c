@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rollup.h"
+#include "sdnotify.h"
 #include "spool.h"
 
 #include <errno.h>
@@ -59,6 +60,7 @@ struct gw {
     struct sg_journal *journal;
     struct sg_forward *fwd;
     struct sg_http *http;
+    struct sg_sdnotify *sd;    /* READY/STOPPING/WATCHDOG to systemd (no-op without it) */
     char *token;
     char *mqtt_password;
 
@@ -264,6 +266,12 @@ static void stats_line(struct gw *g)
     sg_metrics_render_line(&g->m, &line);
     sg_log(SG_LOG_INFO, "stats", "%s", line.data ? line.data : "");
     sg_buf_free(&line);
+    if (g->stop == RUNNING) {
+        const struct sg_metrics *m = &g->m;
+        sg_sdnotify_status(g->sd, "mqtt %s; accepted=%llu delivered=%llu spooled=%llu",
+                           m->mqtt_connected ? "up" : "down", (unsigned long long)m->readings[0],
+                           (unsigned long long)m->forward_ok, (unsigned long long)m->spool_batches);
+    }
 }
 
 /* ------------------------------------------------------------------ */
@@ -296,6 +304,8 @@ static void mqtt_retry_later(struct gw *g)
     uint64_t delay = lo + (uint64_t)((double)(cap - lo) * ((double)rand() / ((double)RAND_MAX + 1)));
     sg_log(SG_LOG_INFO, "ingest", "reconnecting in %llu ms (attempt %u)",
            (unsigned long long)delay, g->mqtt_failures);
+    sg_sdnotify_status(g->sd, "mqtt down: reconnecting in %llu ms (attempt %u)",
+                       (unsigned long long)delay, g->mqtt_failures);
     uv_timer_start(&g->mqtt_timer, on_mqtt_timer, delay, 0);
 }
 
@@ -362,6 +372,9 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
         g->mqtt_failures = 0;
         sg_log(SG_LOG_INFO, "ingest", "subscribed topics=%zu first=%s qos=%d", c->mqtt.ntopics,
                c->mqtt.topics[0], c->mqtt.qos);
+        /* Spool, journal and metrics listener opened in start(): READY=1
+         * (first time only) means readings are taken and stored now. */
+        sg_sdnotify_ready(g->sd, "mqtt up: subscribed to %zu topic(s)", c->mqtt.ntopics);
         break;
     case SG_INBOX_CONNECT_FAILED:
         if (g->stop != RUNNING) {
@@ -626,7 +639,9 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     struct gw *g = s->data;
     if (signum == SIGHUP) {
+        sg_sdnotify_reloading(g->sd);
         reload(g);
+        sg_sdnotify_reloaded(g->sd);
         return;
     }
     if (g->stop != RUNNING) {
@@ -636,6 +651,7 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     sg_log(SG_LOG_INFO, "gateway", "signal %d: stopping", signum);
+    sg_sdnotify_stopping(g->sd);
     begin_stop(g);
 }
 
@@ -679,6 +695,7 @@ static void finish(struct gw *g)
         g->open_handles++;
         uv_close(hs[i], on_handle_closed);
     }
+    sg_sdnotify_close(g->sd, NULL, NULL); /* the loop still runs its close callback */
     g->open_handles++;
     sg_forward_close(g->fwd, on_forward_closed, g);
     if (g->http != NULL) {
@@ -1045,6 +1062,7 @@ static int start(struct gw *g)
 
     uv_timer_start(&g->tick_timer, on_tick, 1000, 1000);
     g->last_stats_mono = uv_now(&g->loop);
+    sg_sdnotify_new(&g->sd, &g->loop);
 
     char safe_url[1024], safe_uri[1024];
     redact_url(c->backend.url, safe_url, sizeof safe_url);
@@ -1109,6 +1127,7 @@ int sg_gateway_run(struct sg_config *cfg)
         sg_log(SG_LOG_INFO, "gateway", "stopped cleanly");
     }
     sg_forward_free(g->fwd);
+    sg_sdnotify_free(g->sd);
     sg_rollup_engine_free(g->eng);
     sg_decoder_free(g->dec);
     sg_journal_close(g->journal);
