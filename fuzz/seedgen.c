@@ -9,6 +9,7 @@
  * (fuzz/run adds tests/data/payloads and the YAML fixtures.) Deterministic.
  * Usage: seedgen OUTDIR
  */
+#include "encode.h"
 #include "fleet.h"
 #include "journal.h"
 #include "spool.h"
@@ -165,14 +166,17 @@ static int gen_spool(const char *out, const char *scratch)
             return -1;
         }
         for (int i = 0; i < 3 + 3 * k; i++) {
-            char body[256], sid[32];
-            int n = snprintf(body, sizeof body,
-                             "{\"gateway_id\":\"gw\",\"batch_id\":\"gw:%d\",\"rollups\":[]}", i);
-            snprintf(sid, sizeof sid, "s-%d", i);
+            char body[256], sid[32], batch_id[64];
             struct sg_spool_mark mk = {.sensor_id = sid, .kind = (uint8_t)(1 + i % 9),
                                        .window_ms = 10000,
                                        .closed_before_ms = START_MS + 10000u * (uint64_t)i};
             uint64_t seq = sg_spool_next_seq(sp);
+            /* The body a gateway would have spooled: its batch_id as on the wire. */
+            sg_encode_batch_id(batch_id, sizeof batch_id, "gw", seq);
+            int n = snprintf(body, sizeof body,
+                             "{\"gateway_id\":\"gw\",\"batch_id\":\"%s\",\"rollups\":[]}",
+                             batch_id);
+            snprintf(sid, sizeof sid, "s-%d", i);
             sg_spool_push_marked(sp, seq, i % 2, (const uint8_t *)body, (size_t)n, START_MS, &mk,
                                  1);
             if (i == 1) {

@@ -42,6 +42,7 @@
 
 #include "common.h"
 #include "config.h"
+#include "encode.h"
 #include "log.h"
 
 #ifndef SG_VERSION
@@ -461,7 +462,10 @@ static struct curl_slist *make_headers(const struct sg_forward *f, const struct 
     struct curl_slist *h = NULL, *t;
     char key[512];
 
-    snprintf(key, sizeof(key), "Idempotency-Key: %s:%020" PRIu64, f->gateway_id, r->batch.seq);
+    char batch_id[sizeof(key) - sizeof("Idempotency-Key: ")];
+
+    sg_encode_batch_id(batch_id, sizeof(batch_id), f->gateway_id, r->batch.seq);
+    snprintf(key, sizeof(key), "Idempotency-Key: %s", batch_id);
     t = curl_slist_append(h, r->batch.content_type == SG_CT_PROTOBUF
                                  ? "Content-Type: application/x-protobuf"
                                  : "Content-Type: application/json");
@@ -668,7 +672,7 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
     f->ninflight--;
     f->m->forward_inflight = f->ninflight;
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-    snprintf(batch_id, sizeof(batch_id), "%s:%020" PRIu64, f->gateway_id, r->batch.seq);
+    sg_encode_batch_id(batch_id, sizeof(batch_id), f->gateway_id, r->batch.seq);
     sanitize(r->snippet);
 
     switch (sg_forward_classify(status, (int)result)) {
