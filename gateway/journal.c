@@ -84,15 +84,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "common.h"
+#include "fs.h"
 #include "log.h"
 
 #define JOURNAL_VERSION 1u
@@ -319,45 +318,6 @@ static bool parse_seg_name(const char *name, uint64_t *seq)
     memcpy(digits, name + 8, 20);
     digits[20] = '\0';
     return sg_parse_u64(digits, 0, UINT64_MAX - 1, seq) == 0;
-}
-
-/* mkdir -p with mode 0700 for the parts it creates; -1 with errno. */
-static int mkdir_p(const char *dir)
-{
-    char *p = sg_xstrdup(dir);
-    int ret = -1;
-    struct stat sb;
-
-    for (char *c = p + 1;; c++) {
-        if (*c != '/' && *c != '\0') {
-            continue;
-        }
-        char saved = *c;
-        *c = '\0';
-        if (p[0] != '\0' && mkdir(p, 0700) != 0) {
-            if (errno != EEXIST) {
-                goto out;
-            }
-            if (stat(p, &sb) != 0) {
-                goto out;
-            }
-            if (!S_ISDIR(sb.st_mode)) {
-                errno = ENOTDIR;
-                goto out;
-            }
-        }
-        *c = saved;
-        if (saved == '\0') {
-            break;
-        }
-    }
-    ret = 0;
-out: {
-    int e = errno;
-    free(p);
-    errno = e;
-}
-    return ret;
 }
 
 static void fdlist_push(struct fdlist *l, int fd)
@@ -677,9 +637,7 @@ static void journal_free(struct sg_journal *j)
     if (j->dir_fd >= 0) {
         close(j->dir_fd);
     }
-    if (j->lock_fd >= 0) {
-        close(j->lock_fd);
-    }
+    sg_fs_unlock(j->lock_fd);
     pthread_cond_destroy(&j->cv);
     pthread_mutex_destroy(&j->mu);
     free(j->segs);
@@ -832,7 +790,6 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o)
     pthread_condattr_t ca;
     int ret = SG_EIO;
     int e = EIO;
-    char *lock_path = NULL;
 
     if (out == NULL) {
         return SG_EINVAL;
@@ -842,7 +799,7 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o)
         errno = EINVAL;
         return SG_EINVAL;
     }
-    if (mkdir_p(o->dir) != 0) {
+    if (sg_fs_mkdir_p(o->dir) != 0) {
         return SG_EIO;
     }
     j = sg_xcalloc(1, sizeof(*j));
@@ -867,19 +824,11 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o)
         e = errno;
         goto fail;
     }
-    size_t n = strlen(o->dir) + sizeof("/journal.lock");
-    lock_path = sg_xmalloc(n);
-    snprintf(lock_path, n, "%s/journal.lock", o->dir);
-    j->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (j->lock_fd < 0) {
+    if (sg_fs_lock(o->dir, "journal.lock", &j->lock_fd, NULL, 0) != 0) {
         e = errno;
-        goto fail;
-    }
-    if (flock(j->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        e = errno == EWOULDBLOCK ? EBUSY : errno;
         if (e == EBUSY) {
-            sg_log(SG_LOG_ERROR, "journal", "%s is locked: another sensegate uses this journal dir",
-                   lock_path);
+            sg_log(SG_LOG_ERROR, "journal",
+                   "%s/journal.lock is locked: another sensegate uses this journal dir", o->dir);
         }
         goto fail;
     }
@@ -897,11 +846,9 @@ int sg_journal_open(struct sg_journal **out, const struct sg_journal_opts *o)
         }
         j->thr_started = true;
     }
-    free(lock_path);
     *out = j;
     return 0;
 fail:
-    free(lock_path);
     journal_free(j);
     errno = e;
     return ret;
@@ -940,11 +887,7 @@ static uint64_t mono_ms_now(void)
 /* Free bytes on the journal's file system, or UINT64_MAX if unknown. */
 static uint64_t free_bytes(const struct sg_journal *j)
 {
-    struct statvfs v;
-    if (fstatvfs(j->dir_fd, &v) != 0) {
-        return UINT64_MAX;
-    }
-    return (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    return sg_fs_avail_bytes_fd(j->dir_fd);
 }
 
 /* The low-disk guard: false while the file system has less than

@@ -30,14 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "common.h"
+#include "fs.h"
 #include "log.h"
 
 #define SPOOL_SCHEMA_VERSION 2
@@ -328,53 +327,6 @@ static bool over_bound(uint64_t max_bytes, uint64_t max_count, uint64_t bytes, u
 }
 
 /* ---- open ------------------------------------------------------------- */
-
-/* mkdir -p with mode 0700 for the parts it creates. Returns 0 or -1 with
- * errno set (ENOTDIR when a part exists and is not a directory). */
-static int mkdir_p(const char *dir)
-{
-    char *p = sg_xstrdup(dir);
-    int ret = -1;
-    struct stat st;
-
-    for (char *c = p + 1;; c++) {
-        if (*c != '/' && *c != '\0') {
-            continue;
-        }
-        char saved = *c;
-        *c = '\0';
-        if (mkdir(p, 0700) != 0) {
-            if (errno != EEXIST) {
-                goto out;
-            }
-            if (stat(p, &st) != 0) {
-                goto out;
-            }
-            if (!S_ISDIR(st.st_mode)) {
-                errno = ENOTDIR;
-                goto out;
-            }
-        }
-        *c = saved;
-        if (saved == '\0') {
-            break;
-        }
-        while (c[1] == '/') {
-            c++;
-        }
-        if (c[1] == '\0') {
-            break;
-        }
-    }
-    ret = 0;
-out:
-    {
-        int e = errno;
-        free(p);
-        errno = e;
-    }
-    return ret;
-}
 
 static int fsync_dir(const char *dir)
 {
@@ -692,28 +644,16 @@ static int totals_load(struct sg_spool *sp, struct totals *t, bool *rescanned)
  * one spool (they would hand out the same sequence numbers). */
 static int lock_dir(struct sg_spool *sp, const char *dir)
 {
-    char *p = path_join(dir, "spool.lock");
-    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    int e;
-
-    if (fd < 0) {
-        e = errno;
-        snprintf(sp->err, sizeof(sp->err), "open %s: %s", p, strerror(e));
-        goto fail;
+    if (sg_fs_lock(dir, "spool.lock", &sp->lock_fd, sp->err, sizeof(sp->err)) != 0) {
+        int e = errno;
+        if (e == EBUSY) {
+            sg_log(SG_LOG_ERROR, "spool", "%s/spool.lock is locked: another sensegate uses this "
+                   "spool.dir", dir);
+        }
+        errno = e;
+        return -1;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-        e = errno == EWOULDBLOCK ? EBUSY : errno;
-        sg_log(SG_LOG_ERROR, "spool", "%s is locked: another sensegate uses this spool.dir", p);
-        close(fd);
-        goto fail;
-    }
-    free(p);
-    sp->lock_fd = fd;
     return 0;
-fail:
-    free(p);
-    errno = e;
-    return -1;
 }
 
 static void spool_free(struct sg_spool *sp)
@@ -727,9 +667,7 @@ static void spool_free(struct sg_spool *sp)
     if (sp->db != NULL) {
         sqlite3_close(sp->db);
     }
-    if (sp->lock_fd >= 0) {
-        close(sp->lock_fd);
-    }
+    sg_fs_unlock(sp->lock_fd);
     free(sp->mono);
     free(sp->path);
     free(sp->dir);
@@ -753,7 +691,7 @@ int sg_spool_open(struct sg_spool **out, const struct sg_spool_opts *opts)
         errno = EINVAL;
         return SG_EINVAL;
     }
-    if (mkdir_p(opts->dir) != 0) {
+    if (sg_fs_mkdir_p(opts->dir) != 0) {
         return SG_EIO;
     }
     sp = sg_xcalloc(1, sizeof(*sp));
@@ -840,8 +778,10 @@ int sg_spool_open(struct sg_spool **out, const struct sg_spool_opts *opts)
         /* The margin: what a checkpoint of a full WAL may need to grow the
          * database (wal_autocheckpoint 256 pages of 4 KiB), plus 1/8 of the
          * file system between 64 KiB and 8 MiB for the deletes themselves. */
-        struct statvfs v;
-        uint64_t fs = statvfs(opts->dir, &v) == 0 ? (uint64_t)v.f_blocks * v.f_frsize : 0;
+        uint64_t fs = 0;
+        if (sg_fs_space(opts->dir, NULL, &fs) != 0) {
+            fs = 0;
+        }
         uint64_t m = fs / 8;
         m = m < (64u << 10) ? (64u << 10) : m > (8u << 20) ? (8u << 20) : m;
         sp->min_free_bytes = m + (256u * 4096u);
@@ -927,11 +867,7 @@ static int spool_push_once(struct sg_spool *sp, uint64_t seq, int content_type,
 
 static uint64_t dir_free_bytes(const char *dir)
 {
-    struct statvfs v;
-    if (dir == NULL || statvfs(dir, &v) != 0) {
-        return UINT64_MAX;
-    }
-    return (uint64_t)v.f_bavail * (uint64_t)v.f_frsize;
+    return dir != NULL ? sg_fs_avail_bytes(dir) : UINT64_MAX;
 }
 
 uint64_t sg_spool_min_free_bytes(const struct sg_spool *sp)
