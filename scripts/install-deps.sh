@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sensegate needs, only those missing.
-# Usage: scripts/install-deps.sh [--dev]   (--dev adds fuzzing/profiling tools)
+# Usage: scripts/install-deps.sh [--dev | --arm64]   (--dev adds fuzzing/profiling tools;
+#        --arm64 the aarch64 cross toolchain, qemu-user and arm64 -dev packages)
 set -euo pipefail
 
 pkgs=(
@@ -16,6 +17,22 @@ pkgs=(
 )
 if [[ "${1:-}" == "--dev" ]]; then
   pkgs+=(clang-14 libclang-rt-14-dev valgrind)
+fi
+# --arm64 (scripts/ci-arm64, docs/ARM64.md): the cross compiler, qemu-user to
+# run the arm64 tests, and the arm64 -dev packages next to the amd64 ones
+# (Debian multiarch). They are Multi-Arch: same, so each must be at the same
+# version as its amd64 twin; apt upgrades the amd64 one when they differ.
+if [[ "${1:-}" == "--arm64" ]]; then
+  pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+  for p in libuv1-dev libpaho-mqtt-dev libprotobuf-c-dev libcyaml-dev libyaml-dev \
+           libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev \
+           libcunit1-dev libsystemd-dev; do
+    pkgs+=("$p:arm64")
+  done
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "install-deps: adding the arm64 architecture (dpkg --add-architecture arm64)"
+    if [[ $(id -u) -ne 0 ]]; then sudo dpkg --add-architecture arm64; else dpkg --add-architecture arm64; fi
+  fi
 fi
 
 missing=()
