@@ -48,6 +48,12 @@ fuzz:
 smoke-container: build
 	SG_BUILD_DIR=$(BUILD) docker/ci-smoke
 
+# arm64 without hardware (docs/ARM64.md): cross-build into build-arm64, unit
+# tests and one end-to-end scenario under qemu-user.
+.PHONY: cross-arm64
+cross-arm64:
+	BUILD=$(BUILD) scripts/ci-arm64
+
 bench: build
 	python3 bench/bench.py --build $(BUILD) --out $(BUILD)/bench.json
 

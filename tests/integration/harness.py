@@ -36,6 +36,17 @@ def binary(name):
     return path
 
 
+def gateway_argv():
+    """How Env.start_gateway starts the gateway: SG_GATEWAY_BIN (default: this
+    build's) after SG_GATEWAY_PREFIX, split on whitespace; e.g. an arm64
+    gateway under qemu-user next to host-built sim and sink (scripts/ci-arm64):
+    SG_GATEWAY_PREFIX="qemu-aarch64-static -L /" SG_GATEWAY_BIN=build-arm64/gateway/sensegate"""
+    gw = os.environ.get("SG_GATEWAY_BIN") or binary("sensegate")
+    if not os.path.exists(gw):
+        raise RuntimeError(f"SG_GATEWAY_BIN={gw} is missing")
+    return os.environ.get("SG_GATEWAY_PREFIX", "").split() + [gw]
+
+
 def find_mosquitto():
     cand = os.environ.get("MOSQUITTO") or shutil.which("mosquitto")
     if not cand and os.path.exists("/usr/sbin/mosquitto"):
@@ -327,7 +338,7 @@ class Env:
         port_file = os.path.join(self.dir, f"{tag}.metrics-port")
         if os.path.exists(port_file):
             os.unlink(port_file)
-        proc = Proc(tag, [binary("sensegate"), "--config", config],
+        proc = Proc(tag, [*gateway_argv(), "--config", config],
                     os.path.join(self.dir, f"{tag}.log"), env=env)
         self.procs.append(proc)
         wait_for(lambda: (not proc.alive() and self._died(proc)) or
