@@ -5,7 +5,7 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build build-asan demo test test-unit test-asan bench fuzz smoke-container clean
+.PHONY: all deps build build-asan demo test test-unit test-asan bench fuzz smoke-container deb clean
 
 all: build
 
@@ -53,6 +53,24 @@ smoke-container: build
 .PHONY: cross-arm64
 cross-arm64:
 	BUILD=$(BUILD) scripts/ci-arm64
+
+# Debian package (docs/DEPLOYING.md): $(DEB_OUT)/sensegate_<version>_<arch>.deb.
+# dpkg-buildpackage runs in a copy of the tree, build-deb-<arch>/sensegate, so
+# its files land in build-deb-<arch>/, never in this tree or its parent.
+# DEB_ARCH=arm64 cross-builds (needs the :arm64 -dev packages, see
+# docs/DEPLOYING.md). DEB_CHECK=1 also builds and runs the unit tests.
+DEB_ARCH  ?= $(shell dpkg --print-architecture 2>/dev/null)
+DEB_OUT   ?= dist
+DEB_CHECK ?= 0
+DEB_SRC    = build-deb-$(DEB_ARCH)/sensegate
+deb:
+	rm -rf build-deb-$(DEB_ARCH) && mkdir -p $(DEB_SRC) $(DEB_OUT)
+	bash -c '. docker/podman-lib.sh && sg_source_tar .' | tar -x -C $(DEB_SRC)
+	cd $(DEB_SRC) && DEB_BUILD_OPTIONS="$(if $(filter 1,$(DEB_CHECK)),,nocheck )$(DEB_BUILD_OPTIONS)" \
+	  nice dpkg-buildpackage -b -us -uc -a$(DEB_ARCH) -j$(JOBS) $(if $(filter 1,$(DEB_CHECK)),,-Pnocheck)
+	rm -f $(DEB_OUT)/sensegate_*_$(DEB_ARCH).deb
+	cp build-deb-$(DEB_ARCH)/sensegate_*_$(DEB_ARCH).deb $(DEB_OUT)/
+	@ls -l $(DEB_OUT)/sensegate_*_$(DEB_ARCH).deb
 
 bench: build
 	python3 bench/bench.py --build $(BUILD) --out $(BUILD)/bench.json
