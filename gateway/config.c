@@ -1,35 +1,35 @@
 /*
  * config: loads the YAML configuration into struct sg_config and checks it.
  *
- * Three layers, in this order:
- *  1. A libyaml pass over the file records every key path ("mqtt.qos",
- *     "windows_ms[1]") with the line and column of its key and value and the
- *     raw scalar text. It reports YAML syntax errors, aliases and extra
- *     documents. This is where line numbers come from: libcyaml 1.3.1 only
- *     gives them in log backtraces, and not for unknown keys.
- *  2. libcyaml loads the file with the one schema (top_fields below): it
- *     rejects unknown keys, duplicate keys and values of the wrong shape.
- *     Its log_fn output is collected and turned into one message.
- *  3. The rules table gives each key its default and its range. libcyaml
- *     1.3.1 has no defaults, ranges or validation callbacks and accepts
- *     "-5" for an unsigned field (it wraps) and "maybe" for a bool, so every
- *     number and bool is parsed again from its raw text with sg_parse_u64.
- *     Absent keys get their defaults; then check_all() runs the range and
- *     cross-field rules, which sg_config_check() also exposes.
+ * One table, keys[] below, describes every key once: its type, where it
+ * lives in struct sg_config, its default (or how an unset value follows
+ * other keys), its range, and whether SIGHUP applies it live (and when) or
+ * it needs a restart (and why). Everything else is driven by that table:
+ * loading, defaults, range checks, "did you mean" suggestions, the reload
+ * diff (sg_config_reload_merge) and the reload table in docs/OPERATING.md,
+ * which a unit test compares with it.
  *
- * Every message is "FILE:LINE:COL: key.path: what is wrong", or
- * "FILE: key.path: ..." when the key is not in the file (a default, or a
- * struct checked with sg_config_check()).
+ * Loading reads the file once and walks it once with libyaml, recording
+ * every value with its path ("mqtt.qos", "windows_ms[1]"), the line and
+ * column of its key and value, and its raw text. Then, in three phases,
+ * each reported in full before stopping:
+ *  1. shape: unknown and duplicate keys, a list or mapping where the table
+ *     wants something else, too many entries;
+ *  2. values: numbers are plain decimal (no sign, hex or junk), bools true
+ *     or false, enums one of their words;
+ *  3. checks: per-key ranges from the table, then the cross-field rules,
+ *     which sg_config_check() also exposes.
+ * Problems are structs (struct sg_config_error) sorted by position, and
+ * printed as "FILE:LINE:COL: key.path: what is wrong", or "FILE: key.path:
+ * ..." when the key is not in the file.
  *
- * All memory of a struct sg_config comes from malloc (libcyaml's mem_fn is
- * realloc/free here), so cyaml_free() frees a loaded and a default config
- * alike. Loop thread, or main before the loop starts; no global state.
+ * All memory of a struct sg_config is plain malloc. Loop thread, or main
+ * before the loop starts; no global state.
  */
 #include "config.h"
 
 #include "common.h"
 
-#include <cyaml/cyaml.h>
 #include <yaml.h>
 
 #include <errno.h>
@@ -40,287 +40,255 @@
 #include <string.h>
 
 #define MAX_FILE_BYTES (1024 * 1024) /* a config is a few KiB; refuse anything silly */
-#define MAX_DEPTH 16                 /* our schema nests two levels */
+#define MAX_DEPTH 16                 /* our keys nest two levels */
 #define MAX_NODES 4096
-#define CYLOG_CAP 2048
-
-/* ------------------------------------------------------------------------ */
-/* Schema                                                                   */
-/* ------------------------------------------------------------------------ */
-
-/* Offsets of members of the anonymous section structs, relative to the
- * section: libcyaml places nested mapping fields relative to the parent. */
-/* clang-format off */
-#define SZ(m) ((uint32_t)sizeof(((struct sg_config *)NULL)->m))
-#define TOP(m) ((uint32_t)offsetof(struct sg_config, m))
-#define IN(sect, m) \
-    ((uint32_t)(offsetof(struct sg_config, sect.m) - offsetof(struct sg_config, sect)))
-
-#define F_UINT(k, off, size) \
-    { .key = (k), .data_offset = (off), \
-      .value = { .type = CYAML_UINT, .flags = CYAML_FLAG_OPTIONAL, .data_size = (size) } }
-#define F_INT(k, off, size) \
-    { .key = (k), .data_offset = (off), \
-      .value = { .type = CYAML_INT, .flags = CYAML_FLAG_OPTIONAL, .data_size = (size) } }
-#define F_BOOL(k, off, size) \
-    { .key = (k), .data_offset = (off), \
-      .value = { .type = CYAML_BOOL, .flags = CYAML_FLAG_OPTIONAL, .data_size = (size) } }
-#define F_STR(k, off) \
-    { .key = (k), .data_offset = (off), \
-      .value = { .type = CYAML_STRING, .flags = CYAML_FLAG_OPTIONAL | CYAML_FLAG_POINTER, \
-                 .data_size = sizeof(char), .string = { .min = 0, .max = CYAML_UNLIMITED } } }
-#define F_ENUM(k, off, size, strs) \
-    { .key = (k), .data_offset = (off), \
-      .value = { .type = CYAML_ENUM, .flags = CYAML_FLAG_OPTIONAL | CYAML_FLAG_STRICT, \
-                 .data_size = (size), \
-                 .enumeration = { .strings = (strs), .count = CYAML_ARRAY_LEN(strs) } } }
-#define F_SEQ(k, off, size, coff, csize, ent, maxn) \
-    { .key = (k), .data_offset = (off), .count_offset = (coff), .count_size = (uint8_t)(csize), \
-      .value = { .type = CYAML_SEQUENCE, .flags = CYAML_FLAG_OPTIONAL, .data_size = (size), \
-                 .sequence = { .entry = (ent), .min = 0, .max = (maxn) } } }
-#define F_MAP(k, off, size, flds) \
-    { .key = (k), .data_offset = (off), \
-      .value = { .type = CYAML_MAPPING, .flags = CYAML_FLAG_OPTIONAL, .data_size = (size), \
-                 .mapping = { .fields = (flds) } } }
-
-/* clang-format on */
-
-static const cyaml_schema_value_t str_entry = {
-    .type = CYAML_STRING,
-    .flags = CYAML_FLAG_POINTER,
-    .data_size = sizeof(char),
-    .string = {.min = 0, .max = CYAML_UNLIMITED},
-};
-static const cyaml_schema_value_t u64_entry = {
-    .type = CYAML_UINT,
-    .flags = CYAML_FLAG_DEFAULT,
-    .data_size = sizeof(uint64_t),
-};
-static const cyaml_strval_t content_types[] = {
-    {"json", SG_CT_JSON},
-    {"protobuf", SG_CT_PROTOBUF},
-};
-
-static const cyaml_schema_field_t mqtt_fields[] = {
-    F_STR("uri", IN(mqtt, uri)),
-    F_STR("client_id", IN(mqtt, client_id)),
-    F_SEQ("topics", IN(mqtt, topics), sizeof(char *), IN(mqtt, ntopics), SZ(mqtt.ntopics),
-          &str_entry, SG_CONFIG_MAX_TOPICS),
-    F_INT("qos", IN(mqtt, qos), SZ(mqtt.qos)),
-    F_INT("version", IN(mqtt, version), SZ(mqtt.version)),
-    F_BOOL("clean_session", IN(mqtt, clean_session), SZ(mqtt.clean_session)),
-    F_UINT("keepalive_s", IN(mqtt, keepalive_s), SZ(mqtt.keepalive_s)),
-    F_UINT("session_expiry_s", IN(mqtt, session_expiry_s), SZ(mqtt.session_expiry_s)),
-    F_UINT("reconnect_min_ms", IN(mqtt, reconnect_min_ms), SZ(mqtt.reconnect_min_ms)),
-    F_UINT("reconnect_max_ms", IN(mqtt, reconnect_max_ms), SZ(mqtt.reconnect_max_ms)),
-    F_STR("username", IN(mqtt, username)),
-    F_STR("password_file", IN(mqtt, password_file)),
-    F_STR("ca_file", IN(mqtt, ca_file)),
-    F_STR("cert_file", IN(mqtt, cert_file)),
-    F_STR("key_file", IN(mqtt, key_file)),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t validation_fields[] = {
-    F_UINT("max_past_ms", IN(validation, max_past_ms), SZ(validation.max_past_ms)),
-    F_UINT("max_future_ms", IN(validation, max_future_ms), SZ(validation.max_future_ms)),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t limits_fields[] = {
-    F_UINT("max_payload_bytes", IN(limits, max_payload_bytes), SZ(limits.max_payload_bytes)),
-    F_UINT("max_readings_per_batch", IN(limits, max_readings_per_batch),
-           SZ(limits.max_readings_per_batch)),
-    F_UINT("max_series", IN(limits, max_series), SZ(limits.max_series)),
-    F_UINT("series_idle_ms", IN(limits, series_idle_ms), SZ(limits.series_idle_ms)),
-    F_UINT("ring_seqs", IN(limits, ring_seqs), SZ(limits.ring_seqs)),
-    F_UINT("inbox_bytes", IN(limits, inbox_bytes), SZ(limits.inbox_bytes)),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t backend_fields[] = {
-    F_STR("url", IN(backend, url)),
-    F_STR("token_file", IN(backend, token_file)),
-    F_ENUM("content_type", IN(backend, content_type), SZ(backend.content_type), content_types),
-    F_UINT("max_batch_rollups", IN(backend, max_batch_rollups), SZ(backend.max_batch_rollups)),
-    F_UINT("max_batch_delay_ms", IN(backend, max_batch_delay_ms), SZ(backend.max_batch_delay_ms)),
-    F_UINT("timeout_ms", IN(backend, timeout_ms), SZ(backend.timeout_ms)),
-    F_UINT("max_inflight", IN(backend, max_inflight), SZ(backend.max_inflight)),
-    F_UINT("backoff_min_ms", IN(backend, backoff_min_ms), SZ(backend.backoff_min_ms)),
-    F_UINT("backoff_max_ms", IN(backend, backoff_max_ms), SZ(backend.backoff_max_ms)),
-    F_UINT("retry_after_max_ms", IN(backend, retry_after_max_ms), SZ(backend.retry_after_max_ms)),
-    F_STR("ca_file", IN(backend, ca_file)),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t spool_fields[] = {
-    F_STR("dir", IN(spool, dir)), F_UINT("max_bytes", IN(spool, max_bytes), SZ(spool.max_bytes)),
-    F_UINT("max_batches", IN(spool, max_batches), SZ(spool.max_batches)),
-    F_BOOL("fsync", IN(spool, fsync), SZ(spool.fsync)), CYAML_FIELD_END};
-
-static const cyaml_schema_field_t metrics_fields[] = {F_STR("listen", IN(metrics, listen)),
-                                                      F_STR("port_file", IN(metrics, port_file)),
-                                                      CYAML_FIELD_END};
-
-/* The YAML section "log" maps onto the adjacent top-level members log_level
- * and log_format: the section starts at log_level. */
-static const cyaml_schema_field_t log_fields[] = {
-    F_STR("level", 0),
-    F_STR("format", (uint32_t)(offsetof(struct sg_config, log_format) -
-                               offsetof(struct sg_config, log_level))),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_field_t top_fields[] = {
-    F_STR("gateway_id", TOP(gateway_id)),
-    F_MAP("mqtt", TOP(mqtt), SZ(mqtt), mqtt_fields),
-    F_SEQ("windows_ms", TOP(windows_ms), sizeof(uint64_t), TOP(nwindows), SZ(nwindows), &u64_entry,
-          SG_CONFIG_MAX_WINDOWS),
-    F_UINT("allowed_lateness_ms", TOP(allowed_lateness_ms), SZ(allowed_lateness_ms)),
-    F_MAP("validation", TOP(validation), SZ(validation), validation_fields),
-    F_MAP("limits", TOP(limits), SZ(limits), limits_fields),
-    F_MAP("backend", TOP(backend), SZ(backend), backend_fields),
-    F_MAP("spool", TOP(spool), SZ(spool), spool_fields),
-    F_MAP("metrics", TOP(metrics), SZ(metrics), metrics_fields),
-    F_UINT("stats_interval_s", TOP(stats_interval_s), SZ(stats_interval_s)),
-    F_UINT("shutdown_timeout_ms", TOP(shutdown_timeout_ms), SZ(shutdown_timeout_ms)),
-    F_MAP("log", TOP(log_level), SZ(log_level) + SZ(log_format), log_fields),
-    F_BOOL("allow_root", TOP(allow_root), SZ(allow_root)),
-    CYAML_FIELD_END};
-
-static const cyaml_schema_value_t top_schema = {
-    .type = CYAML_MAPPING,
-    .flags = CYAML_FLAG_POINTER,
-    .data_size = sizeof(struct sg_config),
-    .mapping = {.fields = top_fields},
-};
-
-/* ------------------------------------------------------------------------ */
-/* Rules: default and range of every leaf key of the schema                 */
-/* ------------------------------------------------------------------------ */
-
-/* One row per leaf key. Integers: value in min..max. Strings: length in
- * min..max bytes (min 0 = optional, unset by default). Sequences: each
- * entry in min..max (numbers) or of min..max bytes (strings); an absent
- * sequence gets one entry, def or def_str. Bools and enums use def. */
-struct rule {
-    const char *path;
-    uint64_t min;
-    uint64_t max;
-    uint64_t def;
-    const char *def_str;
-    const char *const *words; /* NULL-terminated allowed values of a string */
-};
 
 #define DAY_MS UINT64_C(86400000)
 #define YEAR_MS (365 * DAY_MS)
 
+/* ------------------------------------------------------------------------ */
+/* The table                                                                */
+/* ------------------------------------------------------------------------ */
+
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
+static const char *const content_types[] = {"json", "protobuf", NULL}; /* = enum sg_content_type */
 
-static const struct rule rules[] = {
-    {"gateway_id", 1, 64, 0, "gw-local-001", NULL},
-    {"mqtt.uri", 1, 1024, 0, "tcp://127.0.0.1:1883", NULL},
-    {"mqtt.client_id", 1, 256, 0, NULL, NULL}, /* default: sensegate-<gateway_id> */
-    {"mqtt.topics", 1, 1024, 0, "sensors/#", NULL},
-    {"mqtt.qos", 0, 1, 1, NULL, NULL},
-    {"mqtt.version", 3, 5, 3, NULL, NULL},
-    {"mqtt.clean_session", 0, 1, 0, NULL, NULL},
-    {"mqtt.keepalive_s", 0, 65535, 30, NULL, NULL},
-    {"mqtt.session_expiry_s", 0, UINT32_MAX, 86400, NULL, NULL},
-    {"mqtt.reconnect_min_ms", 100, 3600000, 500, NULL, NULL},
-    {"mqtt.reconnect_max_ms", 100, 3600000, 30000, NULL, NULL},
-    {"mqtt.username", 0, 1024, 0, NULL, NULL},
-    {"mqtt.password_file", 0, 4096, 0, NULL, NULL},
-    {"mqtt.ca_file", 0, 4096, 0, NULL, NULL},
-    {"mqtt.cert_file", 0, 4096, 0, NULL, NULL},
-    {"mqtt.key_file", 0, 4096, 0, NULL, NULL},
-    {"windows_ms", 1, DAY_MS, 10000, NULL, NULL},
-    {"allowed_lateness_ms", 0, DAY_MS, 2000, NULL, NULL},
-    {"validation.max_past_ms", 1000, YEAR_MS, 3600000, NULL, NULL},
-    {"validation.max_future_ms", 0, DAY_MS, 300000, NULL, NULL},
-    {"limits.max_payload_bytes", 64, 16777216, 262144, NULL, NULL},
-    {"limits.max_readings_per_batch", 1, 1000000, 10000, NULL, NULL},
-    {"limits.max_series", 1, 100000000, 200000, NULL, NULL},
-    {"limits.series_idle_ms", 1000, YEAR_MS, 900000, NULL, NULL},
-    {"limits.ring_seqs", 64, 65536, 1024, NULL, NULL},
-    {"limits.inbox_bytes", 65536, UINT64_C(4294967296), 33554432, NULL, NULL},
-    {"backend.url", 1, 2048, 0, "http://127.0.0.1:8080", NULL},
-    {"backend.token_file", 0, 4096, 0, NULL, NULL},
-    {"backend.content_type", 0, 1, SG_CT_JSON, NULL, NULL},
-    {"backend.max_batch_rollups", 1, 100000, 500, NULL, NULL},
-    {"backend.max_batch_delay_ms", 0, 3600000, 1000, NULL, NULL},
-    {"backend.timeout_ms", 100, 600000, 10000, NULL, NULL},
-    {"backend.max_inflight", 1, 64, 2, NULL, NULL},
-    {"backend.backoff_min_ms", 1, 3600000, 500, NULL, NULL},
-    {"backend.backoff_max_ms", 1, DAY_MS, 300000, NULL, NULL},
-    {"backend.retry_after_max_ms", 0, DAY_MS, 3600000, NULL, NULL},
-    {"backend.ca_file", 0, 4096, 0, NULL, NULL},
-    {"spool.dir", 1, 4096, 0, "/var/lib/sensegate", NULL},
-    {"spool.max_bytes", 4096, UINT64_C(1099511627776), 268435456, NULL, NULL},
-    {"spool.max_batches", 1, 100000000, 100000, NULL, NULL},
-    {"spool.fsync", 0, 1, 1, NULL, NULL},
-    {"metrics.listen", 1, 300, 0, "127.0.0.1:9464", NULL},
-    {"metrics.port_file", 0, 4096, 0, NULL, NULL},
-    {"stats_interval_s", 0, 86400, 10, NULL, NULL},
-    {"shutdown_timeout_ms", 0, 3600000, 10000, NULL, NULL},
-    {"log.level", 1, 5, 0, "info", log_levels},
-    {"log.format", 1, 4, 0, "text", log_formats},
-    {"allow_root", 0, 1, 0, NULL, NULL},
+#define OFF(f) offsetof(struct sg_config, f)
+
+/* clang-format off */
+#define NUM(n, t, f, mn, mx, d, lv, nt) \
+    { .name = (n), .type = (t), .off = OFF(f), .min = (mn), .max = (mx), .def = (d), \
+      .live = (lv), .note = (nt) }
+#define STR(n, f, mn, mx, d, lv, nt) \
+    { .name = (n), .type = SG_KEY_STR, .off = OFF(f), .min = (mn), .max = (mx), .def_str = (d), \
+      .live = (lv), .note = (nt) }
+#define WORD(n, f, w, d, lv, nt) \
+    { .name = (n), .type = SG_KEY_WORD, .off = OFF(f), .min = 1, .max = 16, .def_str = (d), \
+      .words = (w), .live = (lv), .note = (nt) }
+
+#define RESTART_MQTT "the MQTT client is created once, at start, with it"
+#define RESTART_TLS "read by the MQTT client when it is created, at start"
+
+static const struct sg_config_key keys[] = {
+    STR("gateway_id", gateway_id, 1, 64, "gw-local-001", false,
+        "names every batch_id, the metrics and the default client id; batches already spooled "
+        "carry the old one"),
+    STR("mqtt.uri", mqtt.uri, 1, 1024, "tcp://127.0.0.1:1883", false, RESTART_MQTT),
+    {.name = "mqtt.client_id", .type = SG_KEY_STR, .off = OFF(mqtt.client_id), .min = 1,
+     .max = 256, .derived = "sensegate-<gateway_id>", .live = false,
+     .note = "the broker finds our persistent session by it; " RESTART_MQTT},
+    {.name = "mqtt.topics", .type = SG_KEY_STRLIST, .off = OFF(mqtt.topics),
+     .count_off = OFF(mqtt.ntopics), .max_entries = SG_CONFIG_MAX_TOPICS, .min = 1, .max = 1024,
+     .def_str = "sensors/#", .live = true,
+     .note = "at once: removed filters are unsubscribed, added ones subscribed (on the next "
+             "connect when disconnected)"},
+    NUM("mqtt.qos", SG_KEY_INT, mqtt.qos, 0, 1, 1, true,
+        "at once: every filter is subscribed again with the new QoS"),
+    NUM("mqtt.version", SG_KEY_INT, mqtt.version, 3, 5, 3, false, RESTART_MQTT),
+    NUM("mqtt.clean_session", SG_KEY_BOOL, mqtt.clean_session, 0, 1, 0, false, RESTART_MQTT),
+    NUM("mqtt.keepalive_s", SG_KEY_U32, mqtt.keepalive_s, 0, 65535, 30, false, RESTART_MQTT),
+    NUM("mqtt.session_expiry_s", SG_KEY_U32, mqtt.session_expiry_s, 0, UINT32_MAX, 86400, false,
+        RESTART_MQTT),
+    NUM("mqtt.reconnect_min_ms", SG_KEY_U32, mqtt.reconnect_min_ms, 100, 3600000, 500, true,
+        "at the next reconnect delay"),
+    NUM("mqtt.reconnect_max_ms", SG_KEY_U32, mqtt.reconnect_max_ms, 100, 3600000, 30000, true,
+        "at the next reconnect delay"),
+    STR("mqtt.username", mqtt.username, 0, 1024, NULL, false, RESTART_MQTT),
+    STR("mqtt.password_file", mqtt.password_file, 0, 4096, NULL, false,
+        "the password is read once, at start"),
+    STR("mqtt.ca_file", mqtt.ca_file, 0, 4096, NULL, false, RESTART_TLS),
+    STR("mqtt.cert_file", mqtt.cert_file, 0, 4096, NULL, false, RESTART_TLS),
+    STR("mqtt.key_file", mqtt.key_file, 0, 4096, NULL, false, RESTART_TLS),
+    {.name = "windows_ms", .type = SG_KEY_U64LIST, .off = OFF(windows_ms),
+     .count_off = OFF(nwindows), .max_entries = SG_CONFIG_MAX_WINDOWS, .min = 1, .max = DAY_MS,
+     .def = 10000, .live = false,
+     .note = "open windows and the journal replay after a crash are laid out by these widths"},
+    NUM("allowed_lateness_ms", SG_KEY_U64, allowed_lateness_ms, 0, DAY_MS, 2000, false,
+        "open windows were scheduled to close with it; a change would close some early or "
+        "emit a window twice"),
+    NUM("validation.max_past_ms", SG_KEY_U64, validation.max_past_ms, 1000, YEAR_MS, 3600000,
+        true, "on the next reading"),
+    NUM("validation.max_future_ms", SG_KEY_U64, validation.max_future_ms, 0, DAY_MS, 300000, true,
+        "on the next reading (and the journal's retention)"),
+    NUM("limits.max_payload_bytes", SG_KEY_U64, limits.max_payload_bytes, 64, 16777216, 262144,
+        false, "checked on the MQTT thread, and it sizes the decoder's arena and the inbox"),
+    NUM("limits.max_readings_per_batch", SG_KEY_U64, limits.max_readings_per_batch, 1, 1000000,
+        10000, true, "on the next payload"),
+    NUM("limits.max_series", SG_KEY_U64, limits.max_series, 1, 100000000, 200000, false,
+        "the series table is laid out for it at start"),
+    {.name = "limits.series_idle_ms", .type = SG_KEY_U64, .off = OFF(limits.series_idle_ms),
+     .min = 1000, .max = YEAR_MS, .def = 900000,
+     .derived = "900000 + whatever allowed_lateness_ms + max(windows_ms) exceed 12000",
+     .live = true, .note = "at the next idle sweep (every second)"},
+    NUM("limits.ring_seqs", SG_KEY_U64, limits.ring_seqs, 64, 65536, 1024, false,
+        "every series' duplicate ring is allocated with it"),
+    NUM("limits.inbox_bytes", SG_KEY_U64, limits.inbox_bytes, 65536, UINT64_C(4294967296),
+        33554432, false, "the inbox between the MQTT thread and the loop is allocated at start"),
+    STR("backend.url", backend.url, 1, 2048, "http://127.0.0.1:8080", false,
+        "batches already spooled were made for this backend; the forwarder is set up for it "
+        "at start"),
+    STR("backend.token_file", backend.token_file, 0, 4096, NULL, false,
+        "the token is read once, at start"),
+    {.name = "backend.content_type", .type = SG_KEY_ENUM, .off = OFF(backend.content_type),
+     .min = 0, .max = 1, .def = SG_CT_JSON, .words = content_types, .live = true,
+     .note = "for the next batch (spooled batches keep theirs)"},
+    NUM("backend.max_batch_rollups", SG_KEY_U64, backend.max_batch_rollups, 1, 100000, 500, true,
+        "for the next rollup"),
+    NUM("backend.max_batch_delay_ms", SG_KEY_U64, backend.max_batch_delay_ms, 0, 3600000, 1000,
+        true, "for the next batch"),
+    NUM("backend.timeout_ms", SG_KEY_U64, backend.timeout_ms, 100, 600000, 10000, true,
+        "on the next request"),
+    NUM("backend.max_inflight", SG_KEY_U64, backend.max_inflight, 1, 64, 2, true,
+        "on the next request (requests in flight finish)"),
+    NUM("backend.backoff_min_ms", SG_KEY_U64, backend.backoff_min_ms, 1, 3600000, 500, true,
+        "at the next failure"),
+    NUM("backend.backoff_max_ms", SG_KEY_U64, backend.backoff_max_ms, 1, DAY_MS, 300000, true,
+        "at the next failure"),
+    NUM("backend.retry_after_max_ms", SG_KEY_U64, backend.retry_after_max_ms, 0, DAY_MS, 3600000,
+        true, "at the next Retry-After"),
+    STR("backend.ca_file", backend.ca_file, 0, 4096, NULL, false,
+        "the forwarder is set up with it at start"),
+    STR("spool.dir", spool.dir, 1, 4096, "/var/lib/sensegate", false,
+        "the spool and the journal are open in it"),
+    NUM("spool.max_bytes", SG_KEY_U64, spool.max_bytes, 4096, UINT64_C(1099511627776), 268435456,
+        true, "on the next push"),
+    NUM("spool.max_batches", SG_KEY_U64, spool.max_batches, 1, 100000000, 100000, true,
+        "on the next push"),
+    NUM("spool.fsync", SG_KEY_BOOL, spool.fsync, 0, 1, 1, false,
+        "the spool database and the journal are opened with it"),
+    STR("metrics.listen", metrics.listen, 1, 300, "127.0.0.1:9464", false,
+        "the listening socket is bound at start"),
+    STR("metrics.port_file", metrics.port_file, 0, 4096, NULL, false,
+        "written once, when the socket is bound"),
+    NUM("stats_interval_s", SG_KEY_U64, stats_interval_s, 0, 86400, 10, true,
+        "at the next tick"),
+    NUM("shutdown_timeout_ms", SG_KEY_U64, shutdown_timeout_ms, 0, 3600000, 10000, true,
+        "at the next SIGTERM"),
+    WORD("log.level", log_level, log_levels, "info", true, "at once"),
+    WORD("log.format", log_format, log_formats, "text", true, "at once"),
+    NUM("allow_root", SG_KEY_BOOL, allow_root, 0, 1, 0, false,
+        "checked once, before the gateway starts"),
 };
+/* clang-format on */
 
-#define NRULES (sizeof rules / sizeof rules[0])
+#define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= 64, "set_keys is a 64-bit mask");
 
-/* Finds the schema field of a dotted leaf path and its offset from the start
- * of struct sg_config. NULL if the path is not in the schema. */
-static const cyaml_schema_field_t *schema_find(const char *path, size_t *offset)
+size_t sg_config_nkeys(void)
 {
-    const cyaml_schema_field_t *fields = top_fields;
-    size_t off = 0;
-    const char *p = path;
-    for (;;) {
-        const char *dot = strchr(p, '.');
-        size_t n = dot ? (size_t)(dot - p) : strlen(p);
-        const cyaml_schema_field_t *f = fields;
-        while (f->key != NULL && (strlen(f->key) != n || strncmp(f->key, p, n) != 0)) {
-            f++;
-        }
-        if (f->key == NULL) {
-            return NULL;
-        }
-        off += f->data_offset;
-        if (dot == NULL) {
-            *offset = off;
-            return f;
-        }
-        if (f->value.type != CYAML_MAPPING) {
-            return NULL;
-        }
-        fields = f->value.mapping.fields;
-        p = dot + 1;
-    }
+    return NKEYS;
 }
 
-static const struct rule *rule_find(const char *path)
+const struct sg_config_key *sg_config_key_at(size_t i)
 {
-    for (size_t i = 0; i < NRULES; i++) {
-        if (strcmp(rules[i].path, path) == 0) {
-            return &rules[i];
+    return i < NKEYS ? &keys[i] : NULL;
+}
+
+const struct sg_config_key *sg_config_key_find(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strcmp(keys[i].name, name) == 0) {
+            return &keys[i];
         }
     }
     return NULL;
 }
 
-/* Aborts if a leaf key of the schema has no rule: its default would
- * silently be zero. (apply_rules aborts for a rule without a key.) Both are
- * programming errors in the tables above, caught by any test that loads. */
-static void schema_rules_agree(const cyaml_schema_field_t *fields, const char *prefix)
+static size_t key_index(const struct sg_config_key *k)
 {
-    for (const cyaml_schema_field_t *f = fields; f->key != NULL; f++) {
-        char path[128];
-        snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", f->key);
-        if (f->value.type == CYAML_MAPPING) {
-            schema_rules_agree(f->value.mapping.fields, path);
-        } else if (rule_find(path) == NULL) {
-            fprintf(stderr, "config: schema key %s has no rule\n", path);
-            abort();
+    return (size_t)(k - keys);
+}
+
+/* Typed access to a key's storage. */
+static char **str_at(struct sg_config *c, const struct sg_config_key *k)
+{
+    return (char **)((char *)c + k->off);
+}
+static char *const *cstr_at(const struct sg_config *c, const struct sg_config_key *k)
+{
+    return (char *const *)((const char *)c + k->off);
+}
+static size_t *count_at(struct sg_config *c, const struct sg_config_key *k)
+{
+    return (size_t *)((char *)c + k->count_off);
+}
+static size_t ccount(const struct sg_config *c, const struct sg_config_key *k)
+{
+    return *(const size_t *)((const char *)c + k->count_off);
+}
+
+/* Numbers, bools and enums as uint64_t; *neg for a negative int. */
+static uint64_t num_get(const struct sg_config *c, const struct sg_config_key *k, bool *neg)
+{
+    const char *p = (const char *)c + k->off;
+    *neg = false;
+    switch (k->type) {
+    case SG_KEY_BOOL:
+        return *(const bool *)p;
+    case SG_KEY_INT:
+    case SG_KEY_ENUM: {
+        int v;
+        memcpy(&v, p, sizeof v);
+        *neg = v < 0;
+        return v < 0 ? 0 : (uint64_t)v;
+    }
+    case SG_KEY_U32:
+        return *(const uint32_t *)p;
+    case SG_KEY_U64:
+        return *(const uint64_t *)p;
+    default:
+        abort(); /* not a number: a bug in the caller */
+    }
+}
+
+static void num_set(struct sg_config *c, const struct sg_config_key *k, uint64_t x)
+{
+    char *p = (char *)c + k->off;
+    switch (k->type) {
+    case SG_KEY_BOOL:
+        *(bool *)p = x != 0;
+        break;
+    case SG_KEY_INT:
+    case SG_KEY_ENUM: {
+        int v = (int)x;
+        memcpy(p, &v, sizeof v);
+        break;
+    }
+    case SG_KEY_U32:
+        *(uint32_t *)p = (uint32_t)x;
+        break;
+    case SG_KEY_U64:
+        *(uint64_t *)p = x;
+        break;
+    default:
+        abort();
+    }
+}
+
+/* The largest value the storage of a number key holds. */
+static uint64_t type_max(const struct sg_config_key *k)
+{
+    switch (k->type) {
+    case SG_KEY_INT:
+        return INT_MAX;
+    case SG_KEY_U32:
+        return UINT32_MAX;
+    default:
+        return UINT64_MAX;
+    }
+}
+
+/* A section is the part before the first dot of some key. */
+static bool is_section(const char *path)
+{
+    size_t n = strlen(path);
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (strncmp(keys[i].name, path, n) == 0 && keys[i].name[n] == '.') {
+            return true;
         }
     }
+    return false;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -344,6 +312,7 @@ struct posmap {
     size_t n, cap;
     bool has_root;
     enum node_kind root_kind;
+    int root_line, root_col;
     char *root_text; /* root scalar text (NULL or "" means an empty document) */
 };
 
@@ -377,26 +346,43 @@ static const struct node *posmap_find(const struct posmap *pm, const char *path)
 /* ------------------------------------------------------------------------ */
 
 struct errs {
-    char *buf;
-    size_t cap;
-    size_t len;
+    struct sg_config_errors *list;
     int n;
-    const char *file;
     const struct posmap *pm;
 };
 
-static void errs_init(struct errs *e, char *buf, size_t cap, const char *file,
+static void errs_init(struct errs *e, struct sg_config_errors *list, const char *file,
                       const struct posmap *pm)
 {
-    e->buf = buf;
-    e->cap = cap;
-    e->len = 0;
+    free(list->file);
+    list->file = sg_xstrdup(file);
+    list->n = 0;
+    e->list = list;
     e->n = 0;
-    e->file = file;
     e->pm = pm;
-    if (buf != NULL && cap > 0) {
-        buf[0] = '\0';
+}
+
+static struct sg_config_error *errs_push(struct errs *e)
+{
+    struct sg_config_errors *l = e->list;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 8;
+        l->v = sg_xrealloc(l->v, l->cap * sizeof l->v[0]);
     }
+    struct sg_config_error *x = &l->v[l->n++];
+    memset(x, 0, sizeof *x);
+    e->n++;
+    return x;
+}
+
+void sg_config_errors_free(struct sg_config_errors *e)
+{
+    if (e == NULL) {
+        return;
+    }
+    free(e->file);
+    free(e->v);
+    memset(e, 0, sizeof *e);
 }
 
 /* A short, printable rendering of a value for messages. */
@@ -416,112 +402,98 @@ static const char *shown(const char *s, char *out, size_t cap)
     return out;
 }
 
-/* Appends one line as given, newline-separated from the previous one,
- * truncating at the buffer's end. Counts it even when it does not fit. */
+/* A whole line as given ("cannot open FILE: ..."). */
 __attribute__((format(printf, 2, 3))) static void errs_raw(struct errs *e, const char *fmt, ...)
 {
-    e->n++;
-    if (e->buf == NULL || e->cap == 0 || e->len + 1 >= e->cap) {
-        return;
-    }
-    size_t room = e->cap - e->len;
-    int w = snprintf(e->buf + e->len, room, "%s", e->len > 0 ? "\n" : "");
+    struct sg_config_error *x = errs_push(e);
+    x->raw = true;
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(e->buf + e->len + w, room - (size_t)w, fmt, ap);
+    vsnprintf(x->msg, sizeof x->msg, fmt, ap);
     va_end(ap);
-    if (m < 0) {
-        e->buf[e->len] = '\0';
-        return;
-    }
-    size_t total = (size_t)w + (size_t)m;
-    e->len = total < room ? e->len + total : e->cap - 1;
 }
 
-/* Appends "FILE:LINE:COL: key: message" (line 0 = no position, key NULL or
- * "" = no key). */
+/* "FILE:LINE:COL: key: message" (line 0 = no position, key NULL or "" = no
+ * key). */
 __attribute__((format(printf, 5, 6))) static void errs_at(struct errs *e, int line, int col,
                                                           const char *key, const char *fmt, ...)
 {
-    char msg[1024];
-    char where[64] = "";
+    struct sg_config_error *x = errs_push(e);
+    x->line = line > 0 ? line : 0;
+    x->col = line > 0 ? col : 0;
+    if (key != NULL) {
+        shown(key, x->key, sizeof x->key < 64 ? sizeof x->key : 64);
+    }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(x->msg, sizeof x->msg, fmt, ap);
     va_end(ap);
-    if (line > 0) {
-        snprintf(where, sizeof where, ":%d:%d", line, col);
-    }
-    char keybuf[64];
-    bool k = key != NULL && key[0] != '\0';
-    errs_raw(e, "%s%s: %s%s%s", e->file, where, k ? shown(key, keybuf, sizeof keybuf) : "",
-             k ? ": " : "", msg);
 }
 
-struct line_ref {
-    char *text;
-    long line, col;
-    size_t order;
-};
-
-static int line_cmp(const void *a, const void *b)
+static int err_cmp(const void *a, const void *b)
 {
-    const struct line_ref *x = a, *y = b;
-    if (x->line != y->line) {
-        return x->line < y->line ? -1 : 1;
+    const struct sg_config_error *x = *(const struct sg_config_error *const *)a;
+    const struct sg_config_error *y = *(const struct sg_config_error *const *)b;
+    long xl = x->line > 0 ? x->line : LONG_MAX, yl = y->line > 0 ? y->line : LONG_MAX;
+    long xc = x->line > 0 ? x->col : LONG_MAX, yc = y->line > 0 ? y->col : LONG_MAX;
+    if (xl != yl) {
+        return xl < yl ? -1 : 1;
     }
-    if (x->col != y->col) {
-        return x->col < y->col ? -1 : 1;
+    if (xc != yc) {
+        return xc < yc ? -1 : 1;
     }
-    return x->order < y->order ? -1 : (x->order > y->order);
+    return x < y ? -1 : (x > y); /* stable: by insertion order */
 }
 
-/* Sorts the lines by their FILE:LINE:COL, as a compiler reports them,
- * stably; lines without a position go last. */
+/* Sorts by position, as a compiler reports, stably; positionless last. */
 static void errs_sort(struct errs *e)
 {
-    if (e->buf == NULL || e->len == 0) {
+    struct sg_config_errors *l = e->list;
+    if (l->n < 2) {
         return;
     }
-    size_t flen = strlen(e->file);
-    size_t n = 1;
-    for (size_t i = 0; i < e->len; i++) {
-        n += e->buf[i] == '\n';
+    const struct sg_config_error **p = sg_xcalloc(l->n, sizeof *p);
+    for (size_t i = 0; i < l->n; i++) {
+        p[i] = &l->v[i];
     }
-    struct line_ref *v = sg_xcalloc(n, sizeof *v);
-    char *copy = sg_xstrdup(e->buf);
-    char *save = NULL;
-    size_t k = 0;
-    for (char *ln = strtok_r(copy, "\n", &save); ln != NULL && k < n;
-         ln = strtok_r(NULL, "\n", &save)) {
-        char *end = NULL;
-        v[k].text = ln;
-        v[k].line = LONG_MAX;
-        v[k].col = LONG_MAX;
-        v[k].order = k;
-        if (strncmp(ln, e->file, flen) == 0 && ln[flen] == ':') {
-            long l = strtol(ln + flen + 1, &end, 10);
-            if (end != ln + flen + 1 && *end == ':') {
-                v[k].line = l;
-                v[k].col = strtol(end + 1, NULL, 10);
-            }
-        }
-        k++;
+    qsort(p, l->n, sizeof *p, err_cmp);
+    struct sg_config_error *v = sg_xcalloc(l->n, sizeof *v);
+    for (size_t i = 0; i < l->n; i++) {
+        v[i] = *p[i];
     }
-    qsort(v, k, sizeof *v, line_cmp);
+    free(l->v);
+    free(p);
+    l->v = v;
+    l->cap = l->n;
+}
+
+void sg_config_errors_format(const struct sg_config_errors *e, char *out, size_t cap)
+{
+    if (out == NULL || cap == 0) {
+        return;
+    }
+    out[0] = '\0';
     size_t w = 0;
-    for (size_t i = 0; i < k; i++) {
-        size_t len = strlen(v[i].text);
-        bool sep = w > 0;
-        memcpy(e->buf + w + sep, v[i].text, len);
-        if (sep) {
-            e->buf[w] = '\n';
+    for (size_t i = 0; e != NULL && i < e->n && w + 1 < cap; i++) {
+        const struct sg_config_error *x = &e->v[i];
+        char where[64] = "";
+        if (x->line > 0) {
+            snprintf(where, sizeof where, ":%d:%d", x->line, x->col);
         }
-        w += len + sep;
+        bool k = x->key[0] != '\0';
+        int m;
+        if (x->raw) {
+            m = snprintf(out + w, cap - w, "%s%s", i ? "\n" : "", x->msg);
+        } else {
+            m = snprintf(out + w, cap - w, "%s%s%s: %s%s%s", i ? "\n" : "",
+                         e->file ? e->file : "", where, k ? x->key : "", k ? ": " : "", x->msg);
+        }
+        if (m < 0) {
+            out[w] = '\0';
+            return;
+        }
+        w = (size_t)m < cap - w ? w + (size_t)m : cap - 1;
     }
-    e->buf[w] = '\0';
-    free(copy);
-    free(v);
 }
 
 /* Reports a problem with the value of paths[0] ("must ..."). The position
@@ -678,6 +650,8 @@ static int scan_positions(const unsigned char *data, size_t len, struct posmap *
             if (depth == 0) {
                 pm->has_root = true;
                 pm->root_kind = kind;
+                pm->root_line = line;
+                pm->root_col = col;
                 if (text != NULL) {
                     pm->root_text = sg_xstrdup(text);
                 }
@@ -685,7 +659,9 @@ static int scan_positions(const unsigned char *data, size_t len, struct posmap *
             } else {
                 struct frame *f = &st[depth - 1];
                 if (f->kind == NODE_MAPPING && f->want_key) {
-                    if (kind != NODE_SCALAR) {
+                    /* Paths are joined with '.' and '[i]': a key holding
+                     * those would pass for another ("mqtt.qos" at the top). */
+                    if (kind != NODE_SCALAR || strpbrk(text, ".[]") != NULL) {
                         errs_at(e, line, col, f->path, "keys must be plain words");
                         yaml_event_delete(&ev);
                         goto cleanup;
@@ -747,98 +723,46 @@ cleanup:
 }
 
 /* ------------------------------------------------------------------------ */
-/* libcyaml: log collection and translation                                 */
+/* Loading: shape, then values                                              */
 /* ------------------------------------------------------------------------ */
 
-struct cylog {
-    char text[CYLOG_CAP];
-    size_t len;
-};
-
-__attribute__((format(printf, 3, 0))) static void cy_log(cyaml_log_t level, void *ctx,
-                                                         const char *fmt, va_list args)
+/* What a key accepts, for messages: "must be 0..1". */
+static void describe(const struct sg_config_key *k, char *out, size_t cap)
 {
-    struct cylog *lg = ctx;
-    if (level < CYAML_LOG_ERROR || lg->len + 1 >= sizeof lg->text) {
-        return;
-    }
-    int w = vsnprintf(lg->text + lg->len, sizeof lg->text - lg->len, fmt, args);
-    if (w > 0) {
-        lg->len += (size_t)w;
-        if (lg->len >= sizeof lg->text) {
-            lg->len = sizeof lg->text - 1;
-        }
-    }
-}
-
-/* All our memory is plain malloc, so a config is freed the same way whether
- * libcyaml or the defaults filled it. */
-static void *cy_mem(void *ctx, void *ptr, size_t size)
-{
-    (void)ctx;
-    if (size == 0) {
-        free(ptr);
-        return NULL;
-    }
-    return realloc(ptr, size);
-}
-
-static const cyaml_config_t cy_config_base = {
-    .log_fn = cy_log,
-    .mem_fn = cy_mem,
-    .log_level = CYAML_LOG_ERROR,
-    .flags = CYAML_CFG_NO_ALIAS,
-};
-
-/* What a leaf key accepts, for messages: "must be 0..1". */
-static void describe(const cyaml_schema_field_t *f, const struct rule *r, char *out, size_t cap)
-{
-    cyaml_type_e t = f->value.type;
-    if (t == CYAML_SEQUENCE) {
-        t = f->value.sequence.entry->type;
-    }
-    switch (t) {
-    case CYAML_INT:
-    case CYAML_UINT:
-        snprintf(out, cap, "must be %llu..%llu", (unsigned long long)r->min,
-                 (unsigned long long)r->max);
+    switch (k->type) {
+    case SG_KEY_INT:
+    case SG_KEY_U32:
+    case SG_KEY_U64:
+    case SG_KEY_U64LIST:
+        snprintf(out, cap, "must be %llu..%llu", (unsigned long long)k->min,
+                 (unsigned long long)k->max);
         break;
-    case CYAML_BOOL:
+    case SG_KEY_BOOL:
         snprintf(out, cap, "must be true or false");
         break;
-    case CYAML_ENUM: {
+    case SG_KEY_ENUM:
+    case SG_KEY_WORD: {
         size_t w = (size_t)snprintf(out, cap, "must be one of:");
-        for (uint32_t i = 0; i < f->value.enumeration.count && w < cap; i++) {
-            w += (size_t)snprintf(out + w, cap - w, "%s %s", i ? "," : "",
-                                  f->value.enumeration.strings[i].str);
+        for (size_t i = 0; k->words[i] != NULL && w < cap; i++) {
+            w += (size_t)snprintf(out + w, cap - w, "%s %s", i ? "," : "", k->words[i]);
         }
         break;
     }
-    case CYAML_STRING:
-        if (r->words != NULL) {
-            size_t w = (size_t)snprintf(out, cap, "must be one of:");
-            for (size_t i = 0; r->words[i] != NULL && w < cap; i++) {
-                w += (size_t)snprintf(out + w, cap - w, "%s %s", i ? "," : "", r->words[i]);
-            }
-        } else {
-            snprintf(out, cap, "must be a string");
-        }
-        break;
     default:
-        snprintf(out, cap, "has the wrong type");
+        snprintf(out, cap, "must be a string");
         break;
     }
 }
 
-static const char *event_noun(const char *ev)
+static const char *kind_noun(const struct node *nd)
 {
-    if (strstr(ev, "SEQUENCE") != NULL) {
+    if (nd->kind == NODE_SEQUENCE) {
         return "a list";
     }
-    if (strstr(ev, "MAPPING") != NULL) {
+    if (nd->kind == NODE_MAPPING) {
         return "a mapping";
     }
-    return "a single value";
+    return nd->text != NULL && nd->text[0] == '\0' ? "an empty value" : "a single value";
 }
 
 /* Levenshtein distance of two short strings (longer ones: a large number). */
@@ -871,342 +795,293 @@ static size_t edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
-/* "unknown key; did you mean 'qos'?" or the list of valid keys. */
-static void unknown_key(struct errs *e, int line, int col, const char *parent, const char *key,
-                        const char *path)
+/* The names valid right under parent ("" = top level), in table order,
+ * each once: "url", "mqtt", ... Calls fn for each. */
+static void for_each_child(const char *parent, void (*fn)(void *ctx, const char *name, size_t n),
+                           void *ctx)
 {
-    const cyaml_schema_field_t *fields = top_fields;
-    if (parent[0] != '\0') {
-        size_t off;
-        const cyaml_schema_field_t *pf = schema_find(parent, &off);
-        if (pf != NULL && pf->value.type == CYAML_MAPPING) {
-            fields = pf->value.mapping.fields;
+    size_t plen = strlen(parent);
+    const char *seen[NKEYS];
+    size_t nseen[NKEYS];
+    size_t ns = 0;
+    for (size_t i = 0; i < NKEYS; i++) {
+        const char *name = keys[i].name;
+        if (plen > 0) {
+            if (strncmp(name, parent, plen) != 0 || name[plen] != '.') {
+                continue;
+            }
+            name += plen + 1;
+        }
+        const char *dot = strchr(name, '.');
+        size_t n = dot ? (size_t)(dot - name) : strlen(name);
+        bool dup = false;
+        for (size_t j = 0; j < ns && !dup; j++) {
+            dup = nseen[j] == n && strncmp(seen[j], name, n) == 0;
+        }
+        if (!dup) {
+            seen[ns] = name;
+            nseen[ns++] = n;
+            fn(ctx, name, n);
         }
     }
-    const char *best = NULL;
-    /* Suggest only near misses: one edit for short keys, two for longer. */
-    size_t bestd = strlen(key) <= 4 ? 2 : 3;
+}
+
+struct suggest {
+    const char *key;
+    char best[64];
+    size_t bestd;
     char list[512];
-    size_t w = 0;
-    list[0] = '\0';
-    for (const cyaml_schema_field_t *f = fields; f->key != NULL; f++) {
-        size_t d = edit_distance(key, f->key);
-        if (d < bestd) {
-            bestd = d;
-            best = f->key;
-        }
-        if (w < sizeof list) {
-            w += (size_t)snprintf(list + w, sizeof list - w, "%s%s", w ? ", " : "", f->key);
-        }
+    size_t w;
+};
+
+static void suggest_one(void *ctx, const char *name, size_t n)
+{
+    struct suggest *s = ctx;
+    char cand[64];
+    snprintf(cand, sizeof cand, "%.*s", (int)n, name);
+    size_t d = edit_distance(s->key, cand);
+    if (d < s->bestd) {
+        s->bestd = d;
+        snprintf(s->best, sizeof s->best, "%s", cand);
     }
-    if (best != NULL) {
-        errs_at(e, line, col, path, "unknown key; did you mean '%s'?", best);
-    } else {
-        errs_at(e, line, col, path, "unknown key (valid keys here: %s)", list);
+    if (s->w < sizeof s->list) {
+        s->w += (size_t)snprintf(s->list + s->w, sizeof s->list - s->w, "%s%s", s->w ? ", " : "",
+                                 cand);
     }
 }
 
-/* Turns libcyaml's collected log ("Load: <problem>" then backtrace lines
- * "  in mapping field 'k' (line: N, column: M)", innermost first) into one
- * message naming the key path and its position. */
-static void translate_cyaml(struct errs *e, const struct cylog *lg, cyaml_err_t err)
+/* "unknown key; did you mean 'qos'?" or the list of valid keys. */
+static void unknown_key(struct errs *e, const struct node *nd)
 {
-    char problem[256] = "";
-    char parts[MAX_DEPTH][80];
-    size_t nparts = 0;
-    int bline = 0, bcol = 0;
+    const char *dot = strrchr(nd->path, '.');
+    char parent[256];
+    snprintf(parent, sizeof parent, "%.*s", dot ? (int)(dot - nd->path) : 0, nd->path);
+    /* Suggest only near misses: one edit for short keys, two for longer. */
+    struct suggest s = {.key = dot ? dot + 1 : nd->path};
+    s.bestd = strlen(s.key) <= 4 ? 2 : 3;
+    for_each_child(parent, suggest_one, &s);
+    if (s.best[0] != '\0') {
+        errs_at(e, nd->kline, nd->kcol, nd->path, "unknown key; did you mean '%s'?", s.best);
+    } else {
+        errs_at(e, nd->kline, nd->kcol, nd->path, "unknown key (valid keys here: %s)", s.list);
+    }
+}
 
-    char copy[CYLOG_CAP];
-    memcpy(copy, lg->text, lg->len);
-    copy[lg->len] = '\0';
-    char *save = NULL;
-    for (char *ln = strtok_r(copy, "\n", &save); ln != NULL; ln = strtok_r(NULL, "\n", &save)) {
-        char name[80];
-        int l, c;
-        unsigned idx;
-        if (strncmp(ln, "Load: ", 6) == 0) {
-            if (problem[0] == '\0' && strcmp(ln + 6, "Backtrace:") != 0) {
-                snprintf(problem, sizeof problem, "%s", ln + 6);
-            }
-        } else if (sscanf(ln, " in mapping field '%79[^']' (line: %d, column: %d)", name, &l, &c) ==
-                   3) {
-            if (nparts < MAX_DEPTH) {
-                snprintf(parts[nparts++], sizeof parts[0], "%s", name);
-            }
-            if (bline == 0) {
-                bline = l;
-                bcol = c;
-            }
-        } else if (sscanf(ln, " in sequence entry '%u' (line: %d, column: %d)", &idx, &l, &c) ==
-                   3) {
-            /* libcyaml 1.3.1 names an entry by the count read so far,
-             * which is its 0-based index + 1 when a value fails. */
-            if (nparts < MAX_DEPTH) {
-                snprintf(parts[nparts++], sizeof parts[0], "[%u]", idx > 0 ? idx - 1 : 0);
-            }
-            if (bline == 0) {
-                bline = l;
-                bcol = c;
-            }
-        } else if (sscanf(ln, " in mapping (line: %d, column: %d)", &l, &c) == 2) {
-            if (bline == 0) {
-                bline = l;
-                bcol = c;
-            }
+static bool has_path_prefix(const char *path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return strncmp(path, prefix, n) == 0 && (path[n] == '.' || path[n] == '[');
+}
+
+/* Phase 1: every node of the file is a known key, once, of the right shape.
+ * The values stay in the nodes. Returns 0 or SG_EINVAL. */
+static int check_shape(const struct posmap *pm, struct errs *e)
+{
+    int before = e->n;
+    const char *skip = NULL; /* a bad node: its children are not looked at */
+    for (size_t i = 0; i < pm->n; i++) {
+        const struct node *nd = &pm->v[i];
+        if (skip != NULL && has_path_prefix(nd->path, skip)) {
+            continue;
         }
-    }
-
-    /* The backtrace is innermost first; build the path outermost first. */
-    char path[512] = "";
-    char parent[512] = "";
-    size_t w = 0;
-    for (size_t i = nparts; i > 0; i--) {
-        const char *p = parts[i - 1];
-        if (w < sizeof path) {
-            w += (size_t)snprintf(path + w, sizeof path - w, "%s%s",
-                                  (w > 0 && p[0] != '[') ? "." : "", p);
+        skip = NULL;
+        size_t len = strlen(nd->path);
+        if (len > 0 && nd->path[len - 1] == ']') {
+            continue; /* a list entry: looked at with its list */
         }
-        if (i == 2) {
-            snprintf(parent, sizeof parent, "%s", path);
+        bool dup = false;
+        for (size_t j = 0; j < i && !dup; j++) {
+            dup = strcmp(pm->v[j].path, nd->path) == 0;
         }
-    }
-    if (nparts == 1) {
-        parent[0] = '\0';
-    }
-
-    const struct node *nd = posmap_find(e->pm, path);
-    int line = nd ? nd->vline : bline;
-    int col = nd ? nd->vcol : bcol;
-    char key[128];
-    char ev[64];
-    size_t maxn;
-
-    if (sscanf(problem, "Unexpected key: %127[^\n]", key) == 1) {
-        /* The backtrace ends at the mapping holding the key. */
-        char full[700];
-        snprintf(full, sizeof full, "%s%s%s", path, path[0] ? "." : "", key);
-        const struct node *kn = posmap_find(e->pm, full);
-        unknown_key(e, kn ? kn->kline : line, kn ? kn->kcol : col, path, key, full);
-        return;
-    }
-    if (sscanf(problem, "Mapping field already seen: %127[^\n]", key) == 1) {
-        /* The backtrace names the duplicate itself. */
-        errs_at(e, nd ? nd->kline : line, nd ? nd->kcol : col, path,
-                "duplicate key (already set above)");
-        return;
-    }
-    if (sscanf(problem, "Excessive entries (%zu max) in sequence", &maxn) == 1) {
-        char *br = strrchr(path, '[');
-        if (br != NULL) {
-            *br = '\0';
+        if (dup) {
+            errs_at(e, nd->kline, nd->kcol, nd->path, "duplicate key (already set above)");
+            skip = nd->path;
+            continue;
         }
-        nd = posmap_find(e->pm, path);
-        errs_at(e, nd ? nd->vline : line, nd ? nd->vcol : col, path,
-                "too many entries (at most %zu)", maxn);
-        return;
-    }
-
-    /* A value libcyaml could not read: say what the key accepts. */
-    const char *leaf = path;
-    char seqpath[512];
-    snprintf(seqpath, sizeof seqpath, "%s", path);
-    char *br = strrchr(seqpath, '[');
-    if (br != NULL) {
-        *br = '\0';
-        leaf = seqpath;
-    }
-    size_t off;
-    const cyaml_schema_field_t *f = path[0] ? schema_find(leaf, &off) : NULL;
-    const struct rule *r = rule_find(leaf);
-    bool got_event = sscanf(problem, "Expecting %*s got event: %63s", ev) == 1;
-    char got[128] = "";
-    if (got_event) {
-        if (nd != NULL && nd->kind == NODE_SCALAR && nd->text != NULL && nd->text[0] == '\0') {
-            snprintf(got, sizeof got, " (got an empty value)");
-        } else {
-            snprintf(got, sizeof got, " (got %s)", event_noun(ev));
+        const struct sg_config_key *k = sg_config_key_find(nd->path);
+        if (k == NULL && is_section(nd->path)) {
+            if (nd->kind != NODE_MAPPING) {
+                errs_at(e, nd->vline, nd->vcol, nd->path, "must be a mapping of keys (got %s)",
+                        kind_noun(nd));
+                skip = nd->path;
+            }
+            continue;
         }
-    } else if (nd != NULL && nd->text != NULL) {
-        char sh[64];
-        snprintf(got, sizeof got, " (got '%s')", shown(nd->text, sh, sizeof sh));
-    }
-
-    if (path[0] == '\0') {
-        errs_at(e, line > 0 ? line : 1, line > 0 ? col : 1, NULL,
-                "the file must be a mapping of keys (got %s)",
-                got_event ? event_noun(ev) : "something else");
-    } else if (f != NULL && f->value.type == CYAML_MAPPING) {
-        errs_at(e, line, col, path, "must be a mapping of keys%s", got);
-    } else if (f != NULL && f->value.type == CYAML_SEQUENCE && br == NULL) {
-        errs_at(e, line, col, path, "must be a list, e.g. [a, b]%s", got);
-    } else if (f != NULL && r != NULL) {
+        if (k == NULL) {
+            unknown_key(e, nd);
+            skip = nd->path;
+            continue;
+        }
         char what[256];
-        describe(f, r, what, sizeof what);
-        errs_at(e, line, col, path, "%s%s", what, got);
-    } else {
-        errs_at(e, line, col, path, "%s (%s)", problem[0] ? problem : "invalid",
-                cyaml_strerror(err));
+        bool list = k->type == SG_KEY_STRLIST || k->type == SG_KEY_U64LIST;
+        if (list && nd->kind != NODE_SEQUENCE) {
+            errs_at(e, nd->vline, nd->vcol, nd->path, "must be a list, e.g. [a, b] (got %s)",
+                    kind_noun(nd));
+            skip = nd->path;
+            continue;
+        }
+        if (!list && nd->kind != NODE_SCALAR) {
+            describe(k, what, sizeof what);
+            errs_at(e, nd->vline, nd->vcol, nd->path, "%s (got %s)", what, kind_noun(nd));
+            skip = nd->path;
+            continue;
+        }
+        if (!list) {
+            continue;
+        }
+        size_t count = 0;
+        for (size_t j = i + 1; j < pm->n && has_path_prefix(pm->v[j].path, nd->path); j++) {
+            const struct node *en = &pm->v[j];
+            if (en->path[len] != '[' || strchr(en->path + len, '.') != NULL ||
+                strchr(en->path + len + 1, '[') != NULL) {
+                continue; /* inside an entry: reported with the entry */
+            }
+            count++;
+            if (en->kind != NODE_SCALAR) {
+                describe(k, what, sizeof what);
+                errs_at(e, en->vline, en->vcol, en->path, "%s (got %s)", what, kind_noun(en));
+            }
+        }
+        if (count > k->max_entries) {
+            errs_at(e, nd->vline, nd->vcol, nd->path, "too many entries (at most %zu)",
+                    k->max_entries);
+        }
+        skip = nd->path;
     }
+    return e->n > before ? SG_EINVAL : 0;
 }
 
-/* ------------------------------------------------------------------------ */
-/* Values: defaults, raw-text parsing, range checks                         */
-/* ------------------------------------------------------------------------ */
-
-static void store_int(void *p, const cyaml_schema_value_t *v, uint64_t x)
-{
-    if (v->data_size == 8) {
-        uint64_t y = x;
-        memcpy(p, &y, sizeof y);
-    } else if (v->data_size == 4 && v->type == CYAML_UINT) {
-        uint32_t y = (uint32_t)x;
-        memcpy(p, &y, sizeof y);
-    } else if (v->data_size == 4) {
-        int32_t y = (int32_t)x;
-        memcpy(p, &y, sizeof y);
-    } else if (v->data_size == 1) {
-        uint8_t y = (uint8_t)x;
-        memcpy(p, &y, sizeof y);
-    } else {
-        abort(); /* schema sizes are fixed above; anything else is a bug */
-    }
-}
-
-/* Reads an integer field; negative signed values come back as 0 with *neg. */
-static uint64_t load_int(const void *p, const cyaml_schema_value_t *v, bool *neg)
-{
-    *neg = false;
-    if (v->data_size == 8) {
-        uint64_t y;
-        memcpy(&y, p, sizeof y);
-        return y;
-    }
-    if (v->data_size == 4 && v->type == CYAML_UINT) {
-        uint32_t y;
-        memcpy(&y, p, sizeof y);
-        return y;
-    }
-    if (v->data_size == 4) {
-        int32_t y;
-        memcpy(&y, p, sizeof y);
-        *neg = y < 0;
-        return y < 0 ? 0 : (uint64_t)y;
-    }
-    uint8_t y;
-    memcpy(&y, p, sizeof y);
-    return y;
-}
-
-static uint64_t type_max(const cyaml_schema_value_t *v)
-{
-    if (v->data_size == 8) {
-        return UINT64_MAX;
-    }
-    if (v->data_size == 4) {
-        return v->type == CYAML_UINT ? UINT32_MAX : INT32_MAX;
-    }
-    return UINT8_MAX;
-}
-
-/* Parses one scalar's raw text into the field at p. Numbers must be plain
- * decimal (no sign, hex or junk); bools true or false. 0 or SG_EINVAL. */
-static int parse_scalar(struct errs *e, const struct node *nd, const cyaml_schema_field_t *f,
-                        const cyaml_schema_value_t *v, const struct rule *r, void *p)
+/* Parses one number or bool scalar into *x: numbers plain decimal within
+ * the storage type (the range is checked later, with the other rules),
+ * bools true or false. 0 or SG_EINVAL (reported). */
+static int parse_value(struct errs *e, const struct node *nd, const struct sg_config_key *k,
+                       uint64_t *x)
 {
     char sh[64];
     char what[256];
     const char *text = nd->text ? nd->text : "";
-    if (v->type == CYAML_INT || v->type == CYAML_UINT) {
-        uint64_t x;
-        if (sg_parse_u64(text, 0, type_max(v), &x) != 0) {
-            describe(f, r, what, sizeof what);
-            errs_at(e, nd->vline, nd->vcol, nd->path, "%s (got '%s')", what,
-                    shown(text, sh, sizeof sh));
-            return SG_EINVAL;
-        }
-        store_int(p, v, x);
-    } else if (v->type == CYAML_BOOL) {
+    if (k->type == SG_KEY_BOOL) {
         if (strcmp(text, "true") != 0 && strcmp(text, "false") != 0) {
             errs_at(e, nd->vline, nd->vcol, nd->path, "must be true or false (got '%s')",
                     shown(text, sh, sizeof sh));
             return SG_EINVAL;
         }
-        store_int(p, v, strcmp(text, "true") == 0);
+        *x = strcmp(text, "true") == 0;
+        return 0;
     }
-    return 0;
+    if (k->type == SG_KEY_ENUM) {
+        for (size_t i = 0; k->words[i] != NULL; i++) {
+            if (strcmp(text, k->words[i]) == 0) {
+                *x = i;
+                return 0;
+            }
+        }
+    } else if (sg_parse_u64(text, 0, type_max(k), x) == 0) {
+        return 0;
+    }
+    describe(k, what, sizeof what);
+    errs_at(e, nd->vline, nd->vcol, nd->path, "%s (got '%s')", what, shown(text, sh, sizeof sh));
+    return SG_EINVAL;
 }
 
-/* Applies defaults to absent keys and, with a file, re-parses present
- * scalars from their raw text. Returns 0 or SG_EINVAL (errors in e). */
-static int apply_rules(struct sg_config *c, const struct posmap *pm, struct errs *e)
+/* Phase 2: the values of the file into c, defaults for the rest (except
+ * derived ones: derive()). Returns 0 or SG_EINVAL (reported). */
+static int load_values(struct sg_config *c, const struct posmap *pm, struct errs *e)
 {
     int rc = 0;
-    schema_rules_agree(top_fields, "");
-    for (size_t i = 0; i < NRULES; i++) {
-        const struct rule *r = &rules[i];
-        size_t off;
-        const cyaml_schema_field_t *f = schema_find(r->path, &off);
-        if (f == NULL) {
-            abort(); /* rules and schema disagree: a bug, caught by test_config */
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct sg_config_key *k = &keys[i];
+        const struct node *nd = posmap_find(pm, k->name);
+        if (nd != NULL) {
+            c->set_keys |= UINT64_C(1) << i;
         }
-        char *base = (char *)c + off;
-        const struct node *nd = posmap_find(pm, r->path);
-        const cyaml_schema_value_t *v = &f->value;
-
-        if (v->type == CYAML_SEQUENCE) {
-            const cyaml_schema_value_t *ev = v->sequence.entry;
-            size_t count;
-            memcpy(&count, (char *)c + (off - f->data_offset) + f->count_offset, sizeof count);
+        switch (k->type) {
+        case SG_KEY_STR:
+        case SG_KEY_WORD: {
+            const char *v = nd ? (nd->text ? nd->text : "") : k->def_str;
+            if (nd != NULL && v[0] == '\0' && k->min == 0) {
+                v = NULL; /* an empty optional string means "not set" */
+            }
+            *str_at(c, k) = v ? sg_xstrdup(v) : NULL;
+            break;
+        }
+        case SG_KEY_STRLIST:
+        case SG_KEY_U64LIST: {
+            size_t n = 0;
+            char ep[160];
             if (nd == NULL) {
-                count = 1;
-                if (ev->type == CYAML_STRING) {
-                    char *s = sg_xstrdup(r->def_str);
-                    memcpy(base, &s, sizeof s);
+                n = 1;
+                if (k->type == SG_KEY_STRLIST) {
+                    str_at(c, k)[0] = sg_xstrdup(k->def_str);
                 } else {
-                    store_int(base, ev, r->def);
+                    ((uint64_t *)((char *)c + k->off))[0] = k->def;
                 }
-                memcpy((char *)c + (off - f->data_offset) + f->count_offset, &count, sizeof count);
-                continue;
             }
-            if (ev->type == CYAML_STRING) {
-                continue;
-            }
-            for (size_t j = 0; j < count; j++) {
-                char ep[128];
-                snprintf(ep, sizeof ep, "%s[%zu]", r->path, j);
+            for (; nd != NULL && n < k->max_entries; n++) {
+                snprintf(ep, sizeof ep, "%s[%zu]", k->name, n);
                 const struct node *en = posmap_find(pm, ep);
-                if (en != NULL && parse_scalar(e, en, f, ev, r, base + j * ev->data_size) != 0) {
-                    rc = SG_EINVAL;
+                if (en == NULL) {
+                    break;
+                }
+                if (k->type == SG_KEY_STRLIST) {
+                    str_at(c, k)[n] = sg_xstrdup(en->text ? en->text : "");
+                } else {
+                    uint64_t x = 0;
+                    if (parse_value(e, en, k, &x) != 0) {
+                        rc = SG_EINVAL;
+                    }
+                    ((uint64_t *)((char *)c + k->off))[n] = x;
                 }
             }
-            continue;
+            *count_at(c, k) = n;
+            break;
         }
-        if (v->type == CYAML_STRING) {
-            char *s;
-            memcpy(&s, base, sizeof s);
-            if (nd == NULL && r->def_str != NULL) {
-                s = sg_xstrdup(r->def_str);
-                memcpy(base, &s, sizeof s);
-            } else if (s != NULL && s[0] == '\0' && r->min == 0) {
-                /* An empty optional string means "not set". */
-                free(s);
-                s = NULL;
-                memcpy(base, &s, sizeof s);
+        default: {
+            uint64_t x = k->def;
+            if (nd != NULL && parse_value(e, nd, k, &x) != 0) {
+                rc = SG_EINVAL;
             }
-            continue;
+            num_set(c, k, x);
+            break;
         }
-        if (nd == NULL) {
-            store_int(base, v, r->def);
-        } else if (v->type != CYAML_ENUM && parse_scalar(e, nd, f, v, r, base) != 0) {
-            rc = SG_EINVAL;
         }
     }
+    return rc;
+}
 
-    /* Derived defaults and normal forms. */
-    if (c->mqtt.client_id == NULL && c->gateway_id != NULL) {
+/* The default of limits.series_idle_ms: 900000, raised by however much
+ * allowed_lateness_ms + max(windows_ms) exceed their defaults (2000 +
+ * 10000), so that raising either does not make the untouched default too
+ * small. validation.max_future_ms is deliberately not followed: a larger
+ * value keeps every idle series in memory that much longer, so the file has
+ * to say so. */
+static uint64_t series_idle_default(const struct sg_config *c)
+{
+    uint64_t wmax = 0;
+    for (size_t i = 0; i < c->nwindows && i < SG_CONFIG_MAX_WINDOWS; i++) {
+        wmax = c->windows_ms[i] > wmax ? c->windows_ms[i] : wmax;
+    }
+    uint64_t extra = c->allowed_lateness_ms + wmax;
+    return extra > 12000 ? 900000 + (extra - 12000) : 900000;
+}
+
+static bool key_set(const struct sg_config *c, const char *name)
+{
+    const struct sg_config_key *k = sg_config_key_find(name);
+    return (c->set_keys >> key_index(k)) & 1u;
+}
+
+/* Derived defaults and normal forms; run again after a reload merge. */
+static void derive(struct sg_config *c)
+{
+    if (!key_set(c, "mqtt.client_id") && c->gateway_id != NULL) {
         size_t n = strlen(c->gateway_id) + sizeof "sensegate-";
+        free(c->mqtt.client_id);
         c->mqtt.client_id = sg_xmalloc(n);
         snprintf(c->mqtt.client_id, n, "sensegate-%s", c->gateway_id);
+    }
+    if (!key_set(c, "limits.series_idle_ms")) {
+        c->limits.series_idle_ms = series_idle_default(c);
     }
     if (c->backend.url != NULL) {
         /* POST <url>/v1/rollups: "http://h:1/" must not become "http://h:1//v1". */
@@ -1215,8 +1090,11 @@ static int apply_rules(struct sg_config *c, const struct posmap *pm, struct errs
             c->backend.url[--n] = '\0';
         }
     }
-    return rc;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Phase 3: checks                                                          */
+/* ------------------------------------------------------------------------ */
 
 static bool has_prefix(const char *s, const char *p)
 {
@@ -1255,82 +1133,83 @@ static bool has_host(const char *url)
     return h != NULL && h[3] != '\0' && h[3] != '/' && h[3] != ':';
 }
 
-/* Generic per-rule checks on the struct's values: ranges, lengths, word
- * lists, non-empty sequences. */
-static void check_rules(const struct sg_config *c, struct errs *e)
+/* Per-key checks from the table: ranges, lengths, word lists, list sizes. */
+static void check_keys(const struct sg_config *c, struct errs *e)
 {
     char sh[64];
-    for (size_t i = 0; i < NRULES; i++) {
-        const struct rule *r = &rules[i];
-        size_t off;
-        const cyaml_schema_field_t *f = schema_find(r->path, &off);
-        const char *base = (const char *)c + off;
-        const cyaml_schema_value_t *v = &f->value;
+    char what[256];
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct sg_config_key *k = &keys[i];
+        const char *base = (const char *)c + k->off;
         bool neg;
-        if (v->type == CYAML_SEQUENCE) {
-            const cyaml_schema_value_t *ev = v->sequence.entry;
-            size_t count;
-            memcpy(&count, (const char *)c + (off - f->data_offset) + f->count_offset,
-                   sizeof count);
-            if (count == 0 || count > v->sequence.max) {
-                errs_key(e, KEYS(r->path), "must list 1..%u entries (got %zu)", v->sequence.max,
+        switch (k->type) {
+        case SG_KEY_STRLIST:
+        case SG_KEY_U64LIST: {
+            size_t count = ccount(c, k);
+            if (count == 0 || count > k->max_entries) {
+                errs_key(e, KEYS(k->name), "must list 1..%zu entries (got %zu)", k->max_entries,
                          count);
-                continue;
+                break;
             }
             for (size_t j = 0; j < count; j++) {
-                char ep[128];
-                snprintf(ep, sizeof ep, "%s[%zu]", r->path, j);
-                if (ev->type == CYAML_STRING) {
-                    const char *s;
-                    memcpy(&s, base + j * sizeof s, sizeof s);
+                char ep[160];
+                snprintf(ep, sizeof ep, "%s[%zu]", k->name, j);
+                if (k->type == SG_KEY_STRLIST) {
+                    const char *s = ((char *const *)(const void *)base)[j];
                     size_t n = s ? strlen(s) : 0;
-                    if (n < r->min || n > r->max) {
-                        errs_key(e, KEYS(ep, r->path), "must be %llu..%llu bytes long",
-                                 (unsigned long long)r->min, (unsigned long long)r->max);
+                    if (n < k->min || n > k->max) {
+                        errs_key(e, KEYS(ep, k->name), "must be %llu..%llu bytes long",
+                                 (unsigned long long)k->min, (unsigned long long)k->max);
                     }
                 } else {
-                    uint64_t x = load_int(base + j * ev->data_size, ev, &neg);
-                    if (neg || x < r->min || x > r->max) {
-                        errs_key(e, KEYS(ep, r->path), "must be %llu..%llu (got %llu)",
-                                 (unsigned long long)r->min, (unsigned long long)r->max,
+                    uint64_t x = ((const uint64_t *)(const void *)base)[j];
+                    if (x < k->min || x > k->max) {
+                        errs_key(e, KEYS(ep, k->name), "must be %llu..%llu (got %llu)",
+                                 (unsigned long long)k->min, (unsigned long long)k->max,
                                  (unsigned long long)x);
                     }
                 }
             }
-        } else if (v->type == CYAML_STRING) {
-            const char *s;
-            memcpy(&s, base, sizeof s);
+            break;
+        }
+        case SG_KEY_STR:
+        case SG_KEY_WORD: {
+            const char *s = *cstr_at(c, k);
             size_t n = s ? strlen(s) : 0;
-            if (s == NULL && r->min == 0) {
-                continue;
+            if (s == NULL && k->min == 0) {
+                break;
             }
-            if (r->words != NULL) {
-                size_t k = 0;
-                while (r->words[k] != NULL && strcmp(r->words[k], s ? s : "") != 0) {
-                    k++;
+            if (k->words != NULL) {
+                size_t w = 0;
+                while (k->words[w] != NULL && strcmp(k->words[w], s ? s : "") != 0) {
+                    w++;
                 }
-                if (r->words[k] == NULL) {
-                    char what[256];
-                    describe(f, r, what, sizeof what);
-                    errs_key(e, KEYS(r->path), "%s (got '%s')", what, shown(s, sh, sizeof sh));
+                if (k->words[w] == NULL) {
+                    describe(k, what, sizeof what);
+                    errs_key(e, KEYS(k->name), "%s (got '%s')", what, shown(s, sh, sizeof sh));
                 }
-            } else if (n == 0 && r->min > 0) {
-                errs_key(e, KEYS(r->path), "must not be empty");
-            } else if (n < r->min || n > r->max) {
-                errs_key(e, KEYS(r->path), "must be %llu..%llu bytes long",
-                         (unsigned long long)r->min, (unsigned long long)r->max);
+            } else if (n == 0 && k->min > 0) {
+                errs_key(e, KEYS(k->name), "must not be empty");
+            } else if (n < k->min || n > k->max) {
+                errs_key(e, KEYS(k->name), "must be %llu..%llu bytes long",
+                         (unsigned long long)k->min, (unsigned long long)k->max);
             }
-        } else if (v->type == CYAML_INT || v->type == CYAML_UINT || v->type == CYAML_ENUM) {
-            uint64_t x = load_int(base, v, &neg);
-            if (neg || x < r->min || x > r->max) {
-                char what[256];
-                describe(f, r, what, sizeof what);
+            break;
+        }
+        case SG_KEY_BOOL:
+            break;
+        default: {
+            uint64_t x = num_get(c, k, &neg);
+            if (neg || x < k->min || x > k->max) {
+                describe(k, what, sizeof what);
                 if (neg) {
-                    errs_key(e, KEYS(r->path), "%s (got a negative number)", what);
+                    errs_key(e, KEYS(k->name), "%s (got a negative number)", what);
                 } else {
-                    errs_key(e, KEYS(r->path), "%s (got %llu)", what, (unsigned long long)x);
+                    errs_key(e, KEYS(k->name), "%s (got %llu)", what, (unsigned long long)x);
                 }
             }
+            break;
+        }
         }
     }
 }
@@ -1342,7 +1221,7 @@ static int check_all(const struct sg_config *c, struct errs *e)
     char sh[64];
     int before = e->n;
 
-    check_rules(c, e);
+    check_keys(c, e);
 
     if (c->gateway_id != NULL) {
         for (const char *p = c->gateway_id; *p != '\0'; p++) {
@@ -1468,13 +1347,32 @@ static int check_all(const struct sg_config *c, struct errs *e)
 
 int sg_config_check(const struct sg_config *c, char *err, size_t errcap)
 {
+    struct sg_config_errors list = {0};
     struct errs e;
-    errs_init(&e, err, errcap, (c && c->path) ? c->path : "<config>", NULL);
+    errs_init(&e, &list, (c && c->path) ? c->path : "<config>", NULL);
+    int rc = SG_EINVAL;
     if (c == NULL) {
         errs_at(&e, 0, 0, NULL, "no configuration");
-        return SG_EINVAL;
+    } else {
+        rc = check_all(c, &e);
     }
-    return check_all(c, &e);
+    sg_config_errors_format(&list, err, errcap);
+    sg_config_errors_free(&list);
+    return rc;
+}
+
+static void free_value(struct sg_config *c, const struct sg_config_key *k)
+{
+    if (k->type == SG_KEY_STR || k->type == SG_KEY_WORD) {
+        free(*str_at(c, k));
+        *str_at(c, k) = NULL;
+    } else if (k->type == SG_KEY_STRLIST) {
+        for (size_t j = 0; j < k->max_entries; j++) {
+            free(str_at(c, k)[j]);
+            str_at(c, k)[j] = NULL;
+        }
+        *count_at(c, k) = 0;
+    }
 }
 
 void sg_config_free(struct sg_config *c)
@@ -1482,12 +1380,11 @@ void sg_config_free(struct sg_config *c)
     if (c == NULL) {
         return;
     }
+    for (size_t i = 0; i < NKEYS; i++) {
+        free_value(c, &keys[i]);
+    }
     free(c->path);
-    c->path = NULL;
-    struct cylog lg = {.len = 0};
-    cyaml_config_t cfg = cy_config_base;
-    cfg.log_ctx = &lg;
-    cyaml_free(&cfg, &top_schema, c, 0);
+    free(c);
 }
 
 /* Reads the whole file (bounded). Returns 0 or SG_EIO/SG_ETOOBIG with the
@@ -1535,20 +1432,21 @@ cleanup:
     return rc;
 }
 
-int sg_config_load(struct sg_config **out, const char *path, char *err, size_t errcap)
+
+int sg_config_load_errs(struct sg_config **out, const char *path, struct sg_config_errors *errs)
 {
     struct posmap pm = {0};
+    struct sg_config_errors local = {0};
     struct errs e;
-    struct cylog lg = {.len = 0};
     unsigned char *data = NULL;
     size_t len = 0;
     struct sg_config *c = NULL;
     int rc = SG_EINVAL;
 
-    errs_init(&e, err, errcap, path ? path : "<defaults>", &pm);
+    errs_init(&e, errs ? errs : &local, path ? path : "<defaults>", &pm);
     if (out == NULL) {
         errs_at(&e, 0, 0, NULL, "no output pointer");
-        return SG_EINVAL;
+        goto cleanup;
     }
     *out = NULL;
 
@@ -1561,31 +1459,28 @@ int sg_config_load(struct sg_config **out, const char *path, char *err, size_t e
         }
     }
 
-    /* An empty file or document (no keys, or a lone "~") means all defaults;
-     * libcyaml would call the null document a scalar. */
+    /* An empty file or document (no keys, or a lone "~") means all defaults. */
     bool empty =
         !pm.has_root || (pm.root_kind == NODE_SCALAR &&
                          (pm.root_text == NULL || pm.root_text[0] == '\0' ||
                           strcmp(pm.root_text, "~") == 0 || strcmp(pm.root_text, "null") == 0));
-    if (!empty) {
-        cyaml_config_t cfg = cy_config_base;
-        cfg.log_ctx = &lg;
-        cyaml_err_t cerr = cyaml_load_data(data, len, &cfg, &top_schema, (cyaml_data_t **)&c, NULL);
-        if (cerr != CYAML_OK) {
-            translate_cyaml(&e, &lg, cerr);
-            c = NULL;
-            goto cleanup;
-        }
+    if (!empty && pm.root_kind != NODE_MAPPING) {
+        errs_at(&e, pm.root_line, pm.root_col, NULL,
+                "the file must be a mapping of keys (got %s)",
+                pm.root_kind == NODE_SEQUENCE ? "a list" : "a single value");
+        goto cleanup;
     }
-    if (c == NULL) {
-        c = sg_xcalloc(1, sizeof *c);
-    }
-    c->path = sg_xstrdup(path ? path : "<defaults>");
-
-    if (apply_rules(c, &pm, &e) != 0) {
+    if (check_shape(&pm, &e) != 0) {
         errs_sort(&e);
         goto cleanup;
     }
+    c = sg_xcalloc(1, sizeof *c);
+    c->path = sg_xstrdup(path ? path : "<defaults>");
+    if (load_values(c, &pm, &e) != 0) {
+        errs_sort(&e);
+        goto cleanup;
+    }
+    derive(c);
     if (check_all(c, &e) != 0) {
         errs_sort(&e);
         goto cleanup;
@@ -1598,5 +1493,206 @@ cleanup:
     sg_config_free(c);
     posmap_free(&pm);
     free(data);
+    sg_config_errors_free(&local);
     return rc;
+}
+
+int sg_config_load(struct sg_config **out, const char *path, char *err, size_t errcap)
+{
+    struct sg_config_errors errs = {0};
+    int rc = sg_config_load_errs(out, path, &errs);
+    if (err != NULL && errcap > 0) {
+        err[0] = '\0';
+        if (rc != 0) {
+            sg_config_errors_format(&errs, err, errcap);
+        }
+    }
+    sg_config_errors_free(&errs);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Values as text, comparison, reload                                      */
+/* ------------------------------------------------------------------------ */
+
+void sg_config_value_str(const struct sg_config *c, const struct sg_config_key *k, char *out,
+                         size_t cap)
+{
+    if (out == NULL || cap == 0) {
+        return;
+    }
+    out[0] = '\0';
+    bool neg;
+    switch (k->type) {
+    case SG_KEY_STR:
+    case SG_KEY_WORD: {
+        const char *s = *cstr_at(c, k);
+        snprintf(out, cap, "%s", s ? s : "(unset)");
+        break;
+    }
+    case SG_KEY_STRLIST:
+    case SG_KEY_U64LIST: {
+        size_t w = (size_t)snprintf(out, cap, "[");
+        for (size_t j = 0; j < ccount(c, k) && j < k->max_entries && w < cap; j++) {
+            if (k->type == SG_KEY_STRLIST) {
+                const char *s = cstr_at(c, k)[j];
+                w += (size_t)snprintf(out + w, cap - w, "%s%s", j ? ", " : "", s ? s : "");
+            } else {
+                w += (size_t)snprintf(out + w, cap - w, "%s%llu", j ? ", " : "",
+                                      (unsigned long long)((const uint64_t *)(const void *)(
+                                          (const char *)c + k->off))[j]);
+            }
+        }
+        if (w < cap) {
+            snprintf(out + w, cap - w, "]");
+        }
+        break;
+    }
+    case SG_KEY_BOOL:
+        snprintf(out, cap, "%s", num_get(c, k, &neg) ? "true" : "false");
+        break;
+    case SG_KEY_ENUM: {
+        uint64_t x = num_get(c, k, &neg);
+        size_t nw = 0;
+        while (k->words[nw] != NULL) {
+            nw++;
+        }
+        snprintf(out, cap, "%s", !neg && x < nw ? k->words[x] : "?");
+        break;
+    }
+    default: {
+        uint64_t x = num_get(c, k, &neg);
+        snprintf(out, cap, "%s%llu", neg ? "-" : "", (unsigned long long)x);
+        break;
+    }
+    }
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+}
+
+bool sg_config_key_differs(const struct sg_config *a, const struct sg_config *b,
+                           const struct sg_config_key *k)
+{
+    bool na, nb;
+    switch (k->type) {
+    case SG_KEY_STR:
+    case SG_KEY_WORD:
+        return !str_eq(*cstr_at(a, k), *cstr_at(b, k));
+    case SG_KEY_STRLIST:
+    case SG_KEY_U64LIST:
+        if (ccount(a, k) != ccount(b, k)) {
+            return true;
+        }
+        for (size_t j = 0; j < ccount(a, k) && j < k->max_entries; j++) {
+            if (k->type == SG_KEY_STRLIST ? !str_eq(cstr_at(a, k)[j], cstr_at(b, k)[j])
+                                          : ((const uint64_t *)(const void *)((const char *)a +
+                                                                             k->off))[j] !=
+                                                ((const uint64_t *)(const void *)((const char *)b +
+                                                                                 k->off))[j]) {
+                return true;
+            }
+        }
+        return false;
+    default:
+        return num_get(a, k, &na) != num_get(b, k, &nb) || na != nb;
+    }
+}
+
+/* Exchanges the value of k (and whether the file set it) between a and b. */
+static void swap_value(struct sg_config *a, struct sg_config *b, const struct sg_config_key *k)
+{
+    size_t size;
+    switch (k->type) {
+    case SG_KEY_STR:
+    case SG_KEY_WORD:
+        size = sizeof(char *);
+        break;
+    case SG_KEY_STRLIST:
+        size = k->max_entries * sizeof(char *);
+        break;
+    case SG_KEY_U64LIST:
+        size = k->max_entries * sizeof(uint64_t);
+        break;
+    case SG_KEY_BOOL:
+        size = sizeof(bool);
+        break;
+    case SG_KEY_INT:
+    case SG_KEY_ENUM:
+        size = sizeof(int);
+        break;
+    case SG_KEY_U32:
+        size = sizeof(uint32_t);
+        break;
+    default:
+        size = sizeof(uint64_t);
+        break;
+    }
+    unsigned char tmp[SG_CONFIG_MAX_TOPICS * sizeof(char *) + SG_CONFIG_MAX_WINDOWS * 8];
+    memcpy(tmp, (char *)a + k->off, size);
+    memcpy((char *)a + k->off, (char *)b + k->off, size);
+    memcpy((char *)b + k->off, tmp, size);
+    if (k->type == SG_KEY_STRLIST || k->type == SG_KEY_U64LIST) {
+        size_t n = *count_at(a, k);
+        *count_at(a, k) = *count_at(b, k);
+        *count_at(b, k) = n;
+    }
+    uint64_t bit = UINT64_C(1) << key_index(k);
+    uint64_t sa = a->set_keys & bit, sb = b->set_keys & bit;
+    a->set_keys = (a->set_keys & ~bit) | sb;
+    b->set_keys = (b->set_keys & ~bit) | sa;
+}
+
+int sg_config_reload_merge(struct sg_config *oc, struct sg_config *nc,
+                           struct sg_config_change *changes, size_t cap, size_t *nchanges,
+                           struct sg_config_errors *errs)
+{
+    struct sg_config_errors local = {0};
+    struct errs e;
+    errs_init(&e, errs ? errs : &local, nc->path ? nc->path : "<config>", NULL);
+    size_t n = 0;
+    uint64_t idle_before = nc->limits.series_idle_ms;
+
+    /* Restart-only values: nc takes oc's (the same pointers). */
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (!keys[i].live) {
+            swap_value(oc, nc, &keys[i]);
+        }
+    }
+    /* Defaults that follow restart-only keys follow the kept values. */
+    if (!key_set(nc, "limits.series_idle_ms")) {
+        nc->limits.series_idle_ms = series_idle_default(nc);
+    }
+    if (check_all(nc, &e) != 0) {
+        for (size_t i = 0; i < NKEYS; i++) {
+            if (!keys[i].live) {
+                swap_value(oc, nc, &keys[i]);
+            }
+        }
+        nc->limits.series_idle_ms = idle_before;
+        sg_config_errors_free(&local);
+        return SG_EINVAL;
+    }
+    /* oc now holds the file's restart-only values and nc the running ones:
+     * for those keys the file's value is in oc. */
+    for (size_t i = 0; i < NKEYS; i++) {
+        const struct sg_config_key *k = &keys[i];
+        if (!sg_config_key_differs(oc, nc, k)) {
+            continue;
+        }
+        if (n < cap && changes != NULL) {
+            changes[n].key = k;
+            sg_config_value_str(k->live ? oc : nc, k, changes[n].before,
+                                sizeof changes[n].before);
+            sg_config_value_str(k->live ? nc : oc, k, changes[n].after, sizeof changes[n].after);
+        }
+        n++;
+    }
+    if (nchanges != NULL) {
+        *nchanges = n;
+    }
+    sg_config_errors_free(&local);
+    return 0;
 }

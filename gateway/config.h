@@ -1,6 +1,6 @@
 /*
  * config: the YAML configuration (contract section 5 plus our own keys),
- * loaded with libcyaml into struct sg_config, then cross-checked.
+ * loaded into struct sg_config from one table of keys, then cross-checked.
  * Every key, its default and its meaning: config/sensegate.yaml.
  * Loop thread (or main before the loop starts).
  */
@@ -89,11 +89,40 @@ struct sg_config {
     char *log_format;                 /* log.format text|json */
     /* Added with issue 5 (append-only): */
     bool allow_root;                  /* allow_root: run with euid 0 (default false) */
+    /* Added with issue 11: */
+    uint64_t set_keys;                /* bit i: key i of the table was in the file */
 };
 
-/* Loads and checks path into a new config. On error returns SG_EINVAL,
- * *out is NULL, and err (errcap bytes) holds "FILE:LINE:COL: key: message"
- * lines (one per problem, newline-separated). path NULL = embedded defaults. */
+/* Position of every problem found in a file, as a struct: callers format it
+ * ("FILE:LINE:COL: key: message") or inspect it; nothing parses text back. */
+struct sg_config_error {
+    int line, col;      /* 1-based; 0 = no position (a default, or a struct check) */
+    bool raw;           /* msg is the whole line (cannot open/read FILE: ...) */
+    char key[128];      /* "mqtt.qos", "windows_ms[1]"; "" = none */
+    char msg[768];
+};
+
+struct sg_config_errors {
+    char *file;                 /* as given to the loader, or "<defaults>" / "<config>" */
+    struct sg_config_error *v;  /* sorted by line, then column; positionless ones last */
+    size_t n, cap;
+};
+
+/* Writes the errors as "FILE:LINE:COL: key: message" lines, newline-
+ * separated, no trailing newline, truncated to cap bytes (always
+ * terminated when cap > 0). */
+void sg_config_errors_format(const struct sg_config_errors *e, char *out, size_t cap);
+/* Frees what the list holds; the struct itself may be reused. NULL is a no-op. */
+void sg_config_errors_free(struct sg_config_errors *e);
+
+/* Loads and checks path into a new config. Reads the file once. On error
+ * returns SG_EINVAL, *out is NULL and errs (if not NULL) lists every
+ * problem; free it with sg_config_errors_free either way. path NULL =
+ * embedded defaults. */
+int sg_config_load_errs(struct sg_config **out, const char *path, struct sg_config_errors *errs);
+
+/* The same, with the errors formatted into err (errcap bytes) as by
+ * sg_config_errors_format. */
 int sg_config_load(struct sg_config **out, const char *path, char *err, size_t errcap);
 
 /* Cross-field rules, run by sg_config_load; exposed for tests. */
@@ -101,5 +130,77 @@ int sg_config_check(const struct sg_config *c, char *err, size_t errcap);
 
 /* NULL is a no-op. */
 void sg_config_free(struct sg_config *c);
+
+/* ---- The key table ---------------------------------------------------- */
+
+enum sg_config_type {
+    SG_KEY_STR,      /* char *; min..max bytes (min 0: optional, unset = NULL) */
+    SG_KEY_WORD,     /* char *, one of words[] */
+    SG_KEY_ENUM,     /* enum stored as int: index into words[] */
+    SG_KEY_BOOL,     /* bool */
+    SG_KEY_INT,      /* int, min..max */
+    SG_KEY_U32,      /* uint32_t, min..max */
+    SG_KEY_U64,      /* uint64_t, min..max */
+    SG_KEY_STRLIST,  /* char *[max_entries] + size_t count; each entry min..max bytes */
+    SG_KEY_U64LIST,  /* uint64_t[max_entries] + size_t count; each entry min..max */
+};
+
+/* One row per key of the file: config.c holds the one table
+ * (sg_config_key_at). A key is live when SIGHUP applies a new value to the
+ * running gateway (note says when it takes effect); otherwise a changed
+ * value is logged as needing a restart and the running value is kept (note
+ * says why). */
+struct sg_config_key {
+    const char *name;             /* dotted path, "backend.timeout_ms" */
+    enum sg_config_type type;
+    size_t off;                   /* offsetof(struct sg_config, ...) */
+    size_t count_off;             /* lists: offset of the size_t count */
+    size_t max_entries;           /* lists */
+    uint64_t min, max;            /* numbers: value range; strings: length range */
+    uint64_t def;                 /* numbers, bools, enums */
+    const char *def_str;          /* strings, STRLIST: one entry; NULL = unset */
+    const char *const *words;     /* WORD, ENUM: NULL-terminated */
+    const char *derived;          /* how an unset value follows other keys, or NULL */
+    bool live;
+    const char *note;
+};
+
+/* Number of keys, and key i (0 <= i < n) in file order. */
+size_t sg_config_nkeys(void);
+const struct sg_config_key *sg_config_key_at(size_t i);
+/* The key named name, or NULL. */
+const struct sg_config_key *sg_config_key_find(const char *name);
+
+/* Renders the value of k in c for logs: numbers, true/false, words,
+ * "[a, b]" for lists, "(unset)" for an unset string. Truncates to cap. */
+void sg_config_value_str(const struct sg_config *c, const struct sg_config_key *k, char *out,
+                         size_t cap);
+
+/* True if the value of k differs between a and b. */
+bool sg_config_key_differs(const struct sg_config *a, const struct sg_config *b,
+                           const struct sg_config_key *k);
+
+/* ---- Reload ------------------------------------------------------------- */
+
+struct sg_config_change {
+    const struct sg_config_key *key;
+    char before[160];            /* running value */
+    char after[160];             /* value in the file */
+};
+
+/* Prepares a freshly loaded config nc to replace the running config oc.
+ * Every restart-only key of nc takes oc's value (the same pointers, so
+ * whatever a module borrowed from oc stays valid after oc is freed; oc gets
+ * nc's values in exchange), defaults that follow other keys are derived
+ * again, and the result is checked. Every key whose value in the file
+ * differs from the running one is listed in changes (cap entries at most;
+ * *nchanges is the true count), restart-only ones included.
+ * Returns 0: nc is what should run now; the caller applies the live changes
+ * and then frees oc. SG_EINVAL: nc with the running restart-only values does
+ * not pass the checks (errs says why); oc and nc are exactly as before the
+ * call. Pure: no I/O, no logging. */
+int sg_config_reload_merge(struct sg_config *oc, struct sg_config *nc,
+                           struct sg_config_change *changes, size_t cap, size_t *nchanges,
+                           struct sg_config_errors *errs);
 
 #endif

@@ -163,6 +163,19 @@ int sg_decoder_new(struct sg_decoder **out, const struct sg_decode_limits *lim)
     return 0;
 }
 
+void sg_decoder_set_limits(struct sg_decoder *d, size_t max_readings_per_batch,
+                           uint64_t max_past_ms, uint64_t max_future_ms)
+{
+    if (d == NULL) {
+        return;
+    }
+    /* The readings arrays grow on demand up to this limit (grown_cap). */
+    d->lim.max_readings_per_batch =
+        max_readings_per_batch ? max_readings_per_batch : SG_DECODE_DEFAULT_MAX_READINGS;
+    d->lim.max_past_ms = max_past_ms;
+    d->lim.max_future_ms = max_future_ms;
+}
+
 void sg_decoder_free(struct sg_decoder *d)
 {
     if (d == NULL) {

@@ -43,6 +43,12 @@ struct sg_decoder;
  * if out or lim is NULL (nothing allocated). Aborts on out-of-memory. */
 int sg_decoder_new(struct sg_decoder **out, const struct sg_decode_limits *lim);
 
+/* Reload: new reading limits for the next payload: max_readings_per_batch
+ * (0 = default), max_past_ms, max_future_ms. The arena and
+ * max_payload_bytes stay as created. Loop thread. */
+void sg_decoder_set_limits(struct sg_decoder *d, size_t max_readings_per_batch,
+                           uint64_t max_past_ms, uint64_t max_future_ms);
+
 /* Frees the decoder and everything it owns. NULL is a no-op. */
 void sg_decoder_free(struct sg_decoder *d);
 

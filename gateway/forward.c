@@ -26,7 +26,8 @@
  * sets one backoff deadline for the whole backend; until it passes no new
  * request starts, and backoff_timer wakes the sender when it does.
  *
- * Invariants: ninflight == length of reqs <= max_inflight; a batch is in
+ * Invariants: ninflight == length of reqs <= max_inflight (until a reload
+ * lowers max_inflight: then no request starts until it holds); a batch is in
  * flight at most once; the spool is changed only by ack (2xx) and dead (other
  * 4xx). The bearer token is never logged. Loop thread only.
  */
@@ -889,6 +890,25 @@ fail:
     free(f->ca_file);
     free(f);
     return rc;
+}
+
+int sg_forward_set_limits(struct sg_forward *f, const struct sg_forward_opts *opts)
+{
+    if (f == NULL || opts == NULL || opts->max_inflight == 0 || opts->timeout_ms == 0 ||
+        opts->timeout_ms > LONG_MAX || opts->backoff_max_ms < opts->backoff_min_ms) {
+        return SG_EINVAL;
+    }
+    f->timeout_ms = opts->timeout_ms;
+    f->backoff_min_ms = opts->backoff_min_ms;
+    f->backoff_max_ms = opts->backoff_max_ms;
+    f->retry_after_max_ms = opts->retry_after_max_ms;
+    if (opts->max_inflight != f->max_inflight) {
+        f->max_inflight = opts->max_inflight;
+        /* Connections to the backend follow; curl applies it to new transfers. */
+        curl_multi_setopt(f->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)f->max_inflight);
+        pump(f);
+    }
+    return 0;
 }
 
 void sg_forward_kick(struct sg_forward *f)

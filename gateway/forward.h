@@ -52,6 +52,13 @@ struct sg_forward;
 int sg_forward_new(struct sg_forward **out, uv_loop_t *loop, struct sg_spool *sp,
                    struct sg_metrics *m, const struct sg_forward_opts *opts);
 
+/* Reload: new limits for requests started from now on (timeout_ms,
+ * max_inflight) and for the next backoff (backoff_*_ms, retry_after_max_ms).
+ * Requests in flight keep theirs and finish; a lower max_inflight only stops
+ * new ones from starting. The strings of opts are ignored. Returns 0, or
+ * SG_EINVAL under the rules of sg_forward_new (nothing changed). */
+int sg_forward_set_limits(struct sg_forward *f, const struct sg_forward_opts *opts);
+
 /* A new batch was spooled (or the backoff should be re-checked): start
  * sending if there is room. Cheap; call after every push. */
 void sg_forward_kick(struct sg_forward *f);

@@ -22,6 +22,7 @@
 #include "journal.h"
 #include "log.h"
 #include "metrics.h"
+#include "reload.h"
 #include "rollup.h"
 #include "sdnotify.h"
 #include "spool.h"
@@ -522,115 +523,21 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
-static bool topic_in(char *const *list, size_t n, const char *t)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (strcmp(list[i], t) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* Reload of mqtt.topics and mqtt.qos: the new list replaces the old one in
- * oc (the strings are swapped with nc, which frees the old ones), the client
- * resubscribes to it on every later connect, and, when connected now,
- * unsubscribes what was removed and subscribes what was added (everything,
- * if the QoS changed). Open windows, spool and session are untouched.
- * Returns the number of topics added plus removed. */
-static size_t reload_topics(struct gw *g, struct sg_config *oc, struct sg_config *nc)
-{
-    char *added[SG_CONFIG_MAX_TOPICS], *removed[SG_CONFIG_MAX_TOPICS];
-    size_t nadd = 0, nrem = 0;
-    bool qos_changed = oc->mqtt.qos != nc->mqtt.qos;
-
-    for (size_t i = 0; i < nc->mqtt.ntopics; i++) {
-        if (qos_changed || !topic_in(oc->mqtt.topics, oc->mqtt.ntopics, nc->mqtt.topics[i])) {
-            added[nadd++] = nc->mqtt.topics[i];
-        }
-    }
-    for (size_t i = 0; i < oc->mqtt.ntopics; i++) {
-        if (!topic_in(nc->mqtt.topics, nc->mqtt.ntopics, oc->mqtt.topics[i])) {
-            removed[nrem++] = oc->mqtt.topics[i];
-        }
-    }
-    if (nadd == 0 && nrem == 0) {
-        return 0;
-    }
-    for (size_t i = 0; i < nadd; i++) {
-        sg_log(SG_LOG_INFO, "config", "SIGHUP: mqtt.topics: subscribing %s (qos %d)", added[i],
-               nc->mqtt.qos);
-    }
-    for (size_t i = 0; i < nrem; i++) {
-        sg_log(SG_LOG_INFO, "config", "SIGHUP: mqtt.topics: unsubscribing %s", removed[i]);
-    }
-    bool live = g->ingest != NULL && (g->mqtt == MQTT_UP || g->mqtt == MQTT_SUBSCRIBING);
-    if (live && sg_ingest_unsubscribe(g->ingest, removed, nrem) != 0) {
-        sg_log(SG_LOG_WARN, "ingest", "unsubscribe failed to start; the removed topics stay "
-                                      "subscribed until the next clean session");
-    }
-    /* Swap the lists: oc takes the new strings, nc (freed by the caller)
-     * the old ones, which the removed[] pointers refer to until then. */
-    for (size_t i = 0; i < SG_CONFIG_MAX_TOPICS; i++) {
-        char *t = oc->mqtt.topics[i];
-        oc->mqtt.topics[i] = nc->mqtt.topics[i];
-        nc->mqtt.topics[i] = t;
-    }
-    size_t n = oc->mqtt.ntopics;
-    oc->mqtt.ntopics = nc->mqtt.ntopics;
-    nc->mqtt.ntopics = n;
-    oc->mqtt.qos = nc->mqtt.qos;
-    if (g->ingest != NULL) {
-        sg_ingest_set_topics(g->ingest, oc->mqtt.topics, oc->mqtt.ntopics, oc->mqtt.qos);
-    }
-    if (live && sg_ingest_subscribe_topics(g->ingest, added, nadd) != 0) {
-        sg_log(SG_LOG_WARN, "ingest", "subscribe failed to start; reconnecting");
-        sg_ingest_disconnect(g->ingest, 0);
-        mqtt_retry_later(g);
-    } else if (!live) {
-        sg_log(SG_LOG_INFO, "config", "SIGHUP: not connected; the new topics apply on connect");
-    }
-    return nadd + nrem;
-}
-
+/* SIGHUP: reload.c does the work; the gateway only says what is running. */
 static void reload(struct gw *g)
 {
-    char err[4096];
-    struct sg_config *nc = NULL;
-    const char *path = g->cfg->path;
-    if (strcmp(path, "<defaults>") == 0) {
-        sg_log(SG_LOG_INFO, "config", "SIGHUP: running on embedded defaults; nothing to reload");
-        return;
+    struct sg_reload_targets t = {
+        .ingest = g->ingest,
+        .mqtt_live = g->stop == RUNNING && (g->mqtt == MQTT_UP || g->mqtt == MQTT_SUBSCRIBING),
+        .dec = g->dec,
+        .eng = g->eng,
+        .spool = g->spool,
+        .fwd = g->fwd,
+    };
+    if (sg_reload(&g->cfg, &t) == SG_RELOAD_RESUBSCRIBE) {
+        sg_ingest_disconnect(g->ingest, 0);
+        mqtt_retry_later(g);
     }
-    if (sg_config_load(&nc, path, err, sizeof err) != 0) {
-        sg_log(SG_LOG_ERROR, "config", "SIGHUP: keeping the running configuration: %s", err);
-        return;
-    }
-    struct sg_config *oc = g->cfg;
-    /* Live keys are applied; the rest need a restart and are named. */
-    if (strcmp(oc->mqtt.uri, nc->mqtt.uri) != 0 || strcmp(oc->spool.dir, nc->spool.dir) != 0 ||
-        strcmp(oc->backend.url, nc->backend.url) != 0 || oc->nwindows != nc->nwindows ||
-        memcmp(oc->windows_ms, nc->windows_ms, sizeof oc->windows_ms) != 0 ||
-        strcmp(oc->metrics.listen, nc->metrics.listen) != 0 ||
-        strcmp(oc->gateway_id, nc->gateway_id) != 0 ||
-        memcmp(&oc->validation, &nc->validation, sizeof oc->validation) != 0) {
-        sg_log(SG_LOG_WARN, "config",
-               "SIGHUP: gateway_id, mqtt.uri, windows_ms, validation.*, backend.url, spool.dir "
-               "and metrics.listen change only on restart; their new values are ignored");
-    }
-    oc->backend.max_batch_rollups = nc->backend.max_batch_rollups;
-    oc->backend.max_batch_delay_ms = nc->backend.max_batch_delay_ms;
-    oc->stats_interval_s = nc->stats_interval_s;
-    oc->shutdown_timeout_ms = nc->shutdown_timeout_ms;
-    int lvl = sg_log_level_parse(nc->log_level);
-    if (lvl >= 0) {
-        sg_log_min_level = lvl;
-    }
-    sg_log_json = strcmp(nc->log_format, "json") == 0;
-    size_t topic_changes = g->stop == RUNNING ? reload_topics(g, oc, nc) : 0;
-    sg_config_free(nc);
-    sg_log(SG_LOG_INFO, "config", "SIGHUP: reloaded %s (topics %zu, %zu change(s))", path,
-           oc->mqtt.ntopics, topic_changes);
 }
 
 static void begin_stop(struct gw *g);
@@ -1144,7 +1051,7 @@ int sg_gateway_run(struct sg_config *cfg)
         memset(g->mqtt_password, 0, strlen(g->mqtt_password));
         free(g->mqtt_password);
     }
-    sg_config_free(cfg);
+    sg_config_free(g->cfg); /* not cfg: a reload replaces the config whole */
     free(g);
     return code;
 }

@@ -827,6 +827,13 @@ int sg_rollup_restore(struct sg_rollup_engine *e, const char *sensor_id, size_t 
     return 0;
 }
 
+void sg_rollup_set_series_idle(struct sg_rollup_engine *e, uint64_t series_idle_ms)
+{
+    if (e != NULL && series_idle_ms > 0) {
+        e->opts.series_idle_ms = series_idle_ms;
+    }
+}
+
 void sg_rollup_set_replay(struct sg_rollup_engine *e, bool replaying)
 {
     e->replaying = replaying;

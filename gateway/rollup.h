@@ -120,6 +120,11 @@ int sg_rollup_restore(struct sg_rollup_engine *e, const char *sensor_id, size_t 
  * stats.replay_skipped); every other reading is handled as usual. */
 void sg_rollup_set_replay(struct sg_rollup_engine *e, bool replaying);
 
+/* Reload: series with no open window idle this long are evicted from the
+ * next idle sweep on. The caller keeps it above max_future_ms +
+ * allowed_lateness_ms + max(windows_ms) (sg_config_check does). */
+void sg_rollup_set_series_idle(struct sg_rollup_engine *e, uint64_t series_idle_ms);
+
 /* Bytes of memory the engine holds now (tables, windows, sketches). */
 size_t sg_rollup_memory_bytes(const struct sg_rollup_engine *e);
 

@@ -875,6 +875,14 @@ uint64_t sg_spool_min_free_bytes(const struct sg_spool *sp)
     return sp != NULL ? sp->min_free_bytes : 0;
 }
 
+void sg_spool_set_bounds(struct sg_spool *sp, uint64_t max_bytes, uint64_t max_batches)
+{
+    if (sp != NULL) {
+        sp->max_bytes = max_bytes;
+        sp->max_batches = max_batches;
+    }
+}
+
 int sg_spool_push_marked(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
                          size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
                          size_t nmarks)

@@ -112,6 +112,11 @@ const char *sg_spool_last_error(struct sg_spool *sp);
  * a full spool drain. */
 uint64_t sg_spool_min_free_bytes(const struct sg_spool *sp);
 
+/* Reload: new bounds (0 = none), enforced from the next push on (and the
+ * dead letters' from the next dead-lettering); what is stored now is not
+ * dropped until then. Loop thread. */
+void sg_spool_set_bounds(struct sg_spool *sp, uint64_t max_bytes, uint64_t max_batches);
+
 /* Releases out->body. */
 void sg_spool_batch_clear(struct sg_spool_batch *b);
 

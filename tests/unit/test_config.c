@@ -653,6 +653,298 @@ static void test_allow_root(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(errbuf, ":1:13: allow_root: must be true or false (got 'yes')"));
 }
 
+/* ---- suite: derived defaults (issue 11) ---------------------------------- */
+
+/* An unset limits.series_idle_ms follows allowed_lateness_ms and the widest
+ * window, so raising either alone is not refused; one set in the file stays
+ * as set. */
+static void test_series_idle_follows(void)
+{
+    struct sg_config *c = NULL;
+    int rc = sg_config_load(&c, SG_TEST_DATA "/good-lateness.yaml", errbuf, sizeof errbuf);
+    if (rc != 0) {
+        fprintf(stderr, "\n%s\n", errbuf);
+    }
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    CU_ASSERT_EQUAL(c->allowed_lateness_ms, 600000);
+    CU_ASSERT_EQUAL(c->limits.series_idle_ms, 900000 + 600000 + 10000 - 12000);
+    sg_config_free(c);
+    c = NULL;
+
+    CU_ASSERT_EQUAL_FATAL(
+        sg_config_load(&c, write_temp("windows_ms: [10000, 3600000]\n"), errbuf, sizeof errbuf),
+        0);
+    CU_ASSERT_EQUAL(c->limits.series_idle_ms, 900000 + 2000 + 3600000 - 12000);
+    sg_config_free(c);
+    c = NULL;
+
+    /* Small windows never lower it below the documented 900000. */
+    CU_ASSERT_EQUAL_FATAL(sg_config_load(&c, write_temp("windows_ms: [1000]\n"
+                                                        "allowed_lateness_ms: 0\n"),
+                                         errbuf, sizeof errbuf),
+                          0);
+    CU_ASSERT_EQUAL(c->limits.series_idle_ms, 900000);
+    sg_config_free(c);
+    c = NULL;
+
+    /* Set in the file: kept, and checked against the rule. */
+    CU_ASSERT_EQUAL(sg_config_load(&c,
+                                   write_temp("allowed_lateness_ms: 600000\n"
+                                              "limits:\n  series_idle_ms: 900000\n"),
+                                   errbuf, sizeof errbuf),
+                    SG_EINVAL);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_PTR_NOT_NULL(strstr(errbuf, ":3:19: limits.series_idle_ms: must be greater than "
+                                          "validation.max_future_ms + allowed_lateness_ms + "
+                                          "max(windows_ms) = 910000 (got 900000)"));
+}
+
+/* ---- suite: the key table ----------------------------------------------- */
+
+/* Every field of struct sg_config is one key of the table, each once, and
+ * every key has a note (when it applies live, or why it needs a restart). */
+static void test_table_complete(void)
+{
+    size_t n = sg_config_nkeys();
+    CU_ASSERT_EQUAL(n, 48);
+    for (size_t i = 0; i < n; i++) {
+        const struct sg_config_key *k = sg_config_key_at(i);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+        CU_ASSERT_PTR_EQUAL(sg_config_key_find(k->name), k);
+        CU_ASSERT_TRUE(k->note != NULL && k->note[0] != '\0');
+        for (size_t j = 0; j < i; j++) {
+            CU_ASSERT_NOT_EQUAL(sg_config_key_at(j)->off, k->off);
+        }
+    }
+    CU_ASSERT_PTR_NULL(sg_config_key_at(n));
+    CU_ASSERT_PTR_NULL(sg_config_key_find("mqtt"));
+    CU_ASSERT_PTR_NULL(sg_config_key_find("nope"));
+}
+
+/* docs/OPERATING.md's reload table is the C table: same keys, same order,
+ * same live/restart verdict, same note. */
+static void test_doc_table_matches(void)
+{
+    char *doc = slurp(SG_TEST_DATA "/../../docs/OPERATING.md");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(doc);
+    const char *begin = strstr(doc, "<!-- reload-keys: begin -->");
+    const char *end = begin ? strstr(begin, "<!-- reload-keys: end -->") : NULL;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(end);
+    size_t rows = 0;
+    bool all_ok = true;
+    for (const char *p = begin; p < end;) {
+        const char *eol = strchr(p, '\n');
+        if (eol == NULL || eol > end) {
+            break;
+        }
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)(eol - p), p);
+        p = eol + 1;
+        if (strncmp(line, "| `", 3) != 0) {
+            continue;
+        }
+        const struct sg_config_key *k = sg_config_key_at(rows++);
+        char want[1024] = "(no such key)";
+        if (k != NULL) {
+            snprintf(want, sizeof want, "| `%s` | %s | %s |", k->name,
+                     k->live ? "live" : "restart", k->note);
+        }
+        if (strcmp(line, want) != 0) {
+            fprintf(stderr, "\n  docs/OPERATING.md: %s\n  gateway/config.c:  %s\n", line, want);
+            all_ok = false;
+        }
+    }
+    CU_ASSERT_TRUE(all_ok);
+    if (rows != sg_config_nkeys()) {
+        fprintf(stderr, "\n  docs/OPERATING.md lists %zu keys, the table %zu\n", rows,
+                sg_config_nkeys());
+    }
+    CU_ASSERT_EQUAL(rows, sg_config_nkeys());
+    free(doc);
+}
+
+/* ---- suite: reload merge -------------------------------------------------- */
+
+static struct sg_config *load_text(const char *text)
+{
+    struct sg_config *c = NULL;
+    int rc = sg_config_load(&c, write_temp(text), errbuf, sizeof errbuf);
+    if (rc != 0) {
+        fprintf(stderr, "\n%s\n", errbuf);
+    }
+    return c;
+}
+
+static const struct sg_config_change *find_change(const struct sg_config_change *ch, size_t n,
+                                                  const char *key)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(ch[i].key->name, key) == 0) {
+            return &ch[i];
+        }
+    }
+    return NULL;
+}
+
+#define BASE_TEXT "gateway_id: gw-a\nmqtt:\n  topics: [a/#]\n"
+
+/* Live keys take the file's value, restart-only keys keep the running one
+ * (the very pointers a module may hold), and every changed key is listed
+ * with both values. */
+static void test_merge_live_and_restart(void)
+{
+    struct sg_config *oc = load_text(BASE_TEXT);
+    struct sg_config *nc = load_text("gateway_id: gw-b\nmqtt:\n  topics: [a/#, b/+]\n"
+                                     "  uri: tcp://10.0.0.1:1883\n"
+                                     "windows_ms: [60000]\nbackend:\n  timeout_ms: 2000\n"
+                                     "spool:\n  max_batches: 7\nlog:\n  level: debug\n");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(oc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
+    char *gw = oc->gateway_id, *uri = oc->mqtt.uri, *cid = oc->mqtt.client_id;
+    char *dir = oc->spool.dir, *listen = oc->metrics.listen;
+    char *new_topic = nc->mqtt.topics[1];
+
+    struct sg_config_change ch[64];
+    size_t n = 0;
+    struct sg_config_errors errs = {0};
+    CU_ASSERT_EQUAL_FATAL(sg_config_reload_merge(oc, nc, ch, 64, &n, &errs), 0);
+    CU_ASSERT_EQUAL(errs.n, 0);
+    sg_config_errors_free(&errs);
+    CU_ASSERT_EQUAL(n, 8);
+
+    /* Restart-only: the running values and their pointers moved over. */
+    CU_ASSERT_PTR_EQUAL(nc->gateway_id, gw);
+    CU_ASSERT_PTR_EQUAL(nc->mqtt.uri, uri);
+    CU_ASSERT_PTR_EQUAL(nc->mqtt.client_id, cid);
+    CU_ASSERT_PTR_EQUAL(nc->spool.dir, dir);
+    CU_ASSERT_PTR_EQUAL(nc->metrics.listen, listen);
+    CU_ASSERT_STRING_EQUAL(nc->mqtt.client_id, "sensegate-gw-a");
+    CU_ASSERT_EQUAL(nc->nwindows, 1);
+    CU_ASSERT_EQUAL(nc->windows_ms[0], 10000);
+    CU_ASSERT_EQUAL(nc->limits.series_idle_ms, 900000); /* follows the kept windows */
+    /* Live: the file's values. */
+    CU_ASSERT_EQUAL_FATAL(nc->mqtt.ntopics, 2);
+    CU_ASSERT_PTR_EQUAL(nc->mqtt.topics[1], new_topic);
+    CU_ASSERT_EQUAL(nc->backend.timeout_ms, 2000);
+    CU_ASSERT_EQUAL(nc->spool.max_batches, 7);
+    CU_ASSERT_STRING_EQUAL(nc->log_level, "debug");
+    CU_ASSERT_EQUAL(sg_config_check(nc, errbuf, sizeof errbuf), 0);
+
+    const struct sg_config_change *c = find_change(ch, n, "gateway_id");
+    CU_ASSERT_TRUE(c != NULL && !c->key->live && strcmp(c->before, "gw-a") == 0 &&
+                   strcmp(c->after, "gw-b") == 0);
+    c = find_change(ch, n, "mqtt.uri");
+    CU_ASSERT_TRUE(c != NULL && !c->key->live && strcmp(c->before, "tcp://127.0.0.1:1883") == 0 &&
+                   strcmp(c->after, "tcp://10.0.0.1:1883") == 0);
+    c = find_change(ch, n, "windows_ms");
+    CU_ASSERT_TRUE(c != NULL && !c->key->live && strcmp(c->before, "[10000]") == 0 &&
+                   strcmp(c->after, "[60000]") == 0);
+    c = find_change(ch, n, "mqtt.topics");
+    CU_ASSERT_TRUE(c != NULL && c->key->live && strcmp(c->before, "[a/#]") == 0 &&
+                   strcmp(c->after, "[a/#, b/+]") == 0);
+    c = find_change(ch, n, "backend.timeout_ms");
+    CU_ASSERT_TRUE(c != NULL && c->key->live && strcmp(c->before, "10000") == 0 &&
+                   strcmp(c->after, "2000") == 0);
+    c = find_change(ch, n, "spool.max_batches");
+    CU_ASSERT_TRUE(c != NULL && c->key->live && strcmp(c->before, "100000") == 0 &&
+                   strcmp(c->after, "7") == 0);
+    c = find_change(ch, n, "log.level");
+    CU_ASSERT_TRUE(c != NULL && c->key->live && strcmp(c->before, "info") == 0 &&
+                   strcmp(c->after, "debug") == 0);
+    /* mqtt.client_id follows gateway_id (set in neither file): it would
+     * change on restart too, so it is named with it. */
+    c = find_change(ch, n, "mqtt.client_id");
+    CU_ASSERT_TRUE(c != NULL && !c->key->live && strcmp(c->before, "sensegate-gw-a") == 0 &&
+                   strcmp(c->after, "sensegate-gw-b") == 0);
+
+    /* oc now holds the file's restart-only values; freeing it leaves nc whole. */
+    CU_ASSERT_STRING_EQUAL(oc->gateway_id, "gw-b");
+    sg_config_free(oc);
+    CU_ASSERT_STRING_EQUAL(nc->gateway_id, "gw-a");
+    sg_config_free(nc);
+}
+
+/* The same file again: no change, and still every restart-only pointer
+ * moves over (a module may hold the unchanged ones too). */
+static void test_merge_same_file(void)
+{
+    struct sg_config *oc = load_text(BASE_TEXT);
+    struct sg_config *nc = load_text(BASE_TEXT);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(oc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
+    char *uri = oc->mqtt.uri;
+    size_t n = 99;
+    CU_ASSERT_EQUAL(sg_config_reload_merge(oc, nc, NULL, 0, &n, NULL), 0);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_PTR_EQUAL(nc->mqtt.uri, uri);
+    CU_ASSERT_TRUE(configs_equal(oc, nc));
+    for (size_t i = 0; i < sg_config_nkeys(); i++) {
+        CU_ASSERT_FALSE(sg_config_key_differs(oc, nc, sg_config_key_at(i)));
+    }
+    sg_config_free(oc);
+    sg_config_free(nc);
+}
+
+/* A file that is valid on its own but not with the running restart-only
+ * values: refused, and both configs are exactly as before. */
+static void test_merge_refused(void)
+{
+    const char *text = "windows_ms: [1000]\nallowed_lateness_ms: 0\n"
+                       "limits:\n  series_idle_ms: 302000\nbackend:\n  timeout_ms: 2000\n";
+    struct sg_config *oc = load_text(BASE_TEXT);
+    struct sg_config *nc = load_text(text);
+    struct sg_config *oc2 = load_text(BASE_TEXT);
+    struct sg_config *nc2 = load_text(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(oc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nc);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(oc2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(nc2);
+    char *uri = oc->mqtt.uri;
+    struct sg_config_change ch[64];
+    size_t n = 0;
+    struct sg_config_errors errs = {0};
+    CU_ASSERT_EQUAL(sg_config_reload_merge(oc, nc, ch, 64, &n, &errs), SG_EINVAL);
+    CU_ASSERT_EQUAL_FATAL(errs.n, 1);
+    CU_ASSERT_STRING_EQUAL(errs.v[0].key, "limits.series_idle_ms");
+    CU_ASSERT_EQUAL(errs.v[0].line, 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(errs.v[0].msg, "= 312000 (got 302000)"));
+    sg_config_errors_format(&errs, errbuf, sizeof errbuf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(errbuf, ": limits.series_idle_ms: must be greater than"));
+    sg_config_errors_free(&errs);
+    CU_ASSERT_PTR_EQUAL(oc->mqtt.uri, uri);
+    CU_ASSERT_TRUE(configs_equal(oc, oc2));
+    CU_ASSERT_TRUE(configs_equal(nc, nc2));
+    sg_config_free(oc);
+    sg_config_free(nc);
+    sg_config_free(oc2);
+    sg_config_free(nc2);
+}
+
+/* Errors are structs: position, key and message apart, sorted by position. */
+static void test_error_structs(void)
+{
+    struct sg_config *c = NULL;
+    struct sg_config_errors errs = {0};
+    CU_ASSERT_EQUAL(sg_config_load_errs(&c, SG_TEST_DATA "/bad-multiple.yaml", &errs), SG_EINVAL);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_EQUAL_FATAL(errs.n, 4);
+    CU_ASSERT_EQUAL(errs.v[0].line, 3);
+    CU_ASSERT_EQUAL(errs.v[0].col, 8);
+    CU_ASSERT_STRING_EQUAL(errs.v[0].key, "mqtt.qos");
+    CU_ASSERT_STRING_EQUAL(errs.v[0].msg, "must be 0..1 (got 3)");
+    CU_ASSERT_STRING_EQUAL(errs.v[3].key, "windows_ms[0]");
+    for (size_t i = 1; i < errs.n; i++) {
+        CU_ASSERT_TRUE(errs.v[i - 1].line < errs.v[i].line);
+    }
+    CU_ASSERT_STRING_EQUAL(errs.file, SG_TEST_DATA "/bad-multiple.yaml");
+    /* The list is reusable: a good load empties it. */
+    CU_ASSERT_EQUAL(sg_config_load_errs(&c, NULL, &errs), 0);
+    CU_ASSERT_EQUAL(errs.n, 0);
+    sg_config_free(c);
+    sg_config_errors_free(&errs);
+    sg_config_errors_free(NULL);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) {
@@ -678,6 +970,16 @@ int main(void)
     CU_add_test(s, "mqtt", test_check_mqtt);
     CU_add_test(s, "backend and limits", test_check_backend_and_limits);
     CU_add_test(s, "strings", test_check_strings);
+    s = CU_add_suite("derived defaults", NULL, NULL);
+    CU_add_test(s, "series_idle_ms follows lateness and windows", test_series_idle_follows);
+    s = CU_add_suite("key table", NULL, NULL);
+    CU_add_test(s, "one row per field, each with a note", test_table_complete);
+    CU_add_test(s, "docs/OPERATING.md reload table matches", test_doc_table_matches);
+    CU_add_test(s, "errors are structs", test_error_structs);
+    s = CU_add_suite("reload merge", NULL, NULL);
+    CU_add_test(s, "live keys applied, restart-only kept", test_merge_live_and_restart);
+    CU_add_test(s, "same file: no change, pointers kept", test_merge_same_file);
+    CU_add_test(s, "refused merge changes nothing", test_merge_refused);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int failed = CU_get_number_of_failures() != 0;
