@@ -16,16 +16,24 @@ reads what the gateway logged up to "SIGHUP: reloaded":
 Then the original file is restored with another SIGHUP: live keys go back
 (logged), restart-only ones were never changed (nothing logged). A key of
 the table without a step here fails the test, so no key goes untested.
+
+A second scenario checks two live keys by behaviour alone, with readings
+flowing: backend.timeout_ms (a backend slower than the new timeout starts
+getting retried) and spool.max_batches (batches piling up while the backend
+answers 503 are dropped at the new bound on the next push).
 """
 import json
 import os
 import re
 import signal
 
-from harness import Env, Runner, http_get, wait_log
+from harness import Env, Runner, http_get, wait_for, wait_log
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.join(HERE, "..", "..", "docs", "OPERATING.md")
+
+RETRY = 'sensegate_forward_batches_total{result="retry"}'
+OK = 'sensegate_forward_batches_total{result="ok"}'
 
 CHANGE_RE = re.compile(r"SIGHUP: ([a-z_.]+): (.*?) (?:-> (.*?) applied \(|in the file needs "
                        r"restart; keeping (.*?) \()")
@@ -196,7 +204,55 @@ def test_every_key():
         env.close(failed=not ok)
 
 
+def test_live_keys_take_effect():
+    env = Env("reload-live")
+    ok = False
+    try:
+        broker = env.start_broker()
+        sink = env.start_sink()
+        base = dict(windows_ms=[2000], backend__max_batch_rollups=100)
+        cfg = env.gateway_config(broker.port, sink.port, **base)
+        gw = env.start_gateway(cfg)
+
+        # A backend that answers after 1.5 s: fine with timeout_ms 10000.
+        env.sink_control(sink, mode="slow", slow_ms=1500)
+        sim = env.start_sim(broker.port, "--sensors", "40", "--duration-s", "80", "--speedup",
+                            "4", "--seed", "31", "--windows-ms", "2000")
+        wait_for(lambda: env.metric(gw, OK) >= 2, 30, "two slow deliveries")
+        assert env.metric(gw, RETRY) == 0, "retries before the timeout was lowered"
+
+        # timeout_ms 1000: the next requests time out and are retried.
+        env.gateway_config(broker.port, sink.port, backend__timeout_ms=1000, **base)
+        gw.send(signal.SIGHUP)
+        wait_log(gw, "SIGHUP: backend.timeout_ms: 10000 -> 1000 applied", 10)
+        wait_for(lambda: env.metric(gw, RETRY) > 0, 30, "a retry after timeout_ms 1000")
+
+        # The backend refuses everything: batches pile up in the spool...
+        env.sink_control(sink, mode="503")
+        wait_for(lambda: env.metric(gw, "sensegate_spool_batches") >= 4, 30,
+                 ">= 4 spooled batches")
+        assert env.metric(gw, "sensegate_spool_dropped_batches_total") == 0
+        # ...until spool.max_batches 2 applies at the next push.
+        env.gateway_config(broker.port, sink.port, backend__timeout_ms=1000,
+                           spool__max_batches=2, **base)
+        gw.send(signal.SIGHUP)
+        wait_log(gw, "SIGHUP: spool.max_batches: 100000 -> 2 applied", 10)
+        wait_for(lambda: env.metric(gw, "sensegate_spool_dropped_batches_total") > 0, 30,
+                 "batches dropped at spool.max_batches 2")
+        wait_for(lambda: env.metric(gw, "sensegate_spool_batches") <= 2, 10,
+                 "the spool within its new bound")
+
+        env.sink_control(sink, mode="ok")
+        env.finish_sim(sim)
+        wait_for(lambda: env.metric(gw, "sensegate_spool_batches") == 0, 30, "the spool drained")
+        assert gw.stop(timeout=30) == 0
+        ok = True
+    finally:
+        env.close(failed=not ok)
+
+
 if __name__ == "__main__":
     r = Runner()
     r.run(test_every_key)
+    r.run(test_live_keys_take_effect)
     r.finish()
