@@ -864,6 +864,84 @@ static void test_merge_live_and_restart(void)
     sg_config_free(nc);
 }
 
+/* Changes key k of c to another value of its type (not necessarily valid
+ * together with the other keys: only the diff looks at it). */
+static void mutate(struct sg_config *c, const struct sg_config_key *k)
+{
+    char *base = (char *)c + k->off;
+    switch (k->type) {
+    case SG_KEY_STR:
+    case SG_KEY_WORD: {
+        char **sp = (char **)(void *)base;
+        free(*sp);
+        *sp = sg_xstrdup("changed");
+        break;
+    }
+    case SG_KEY_STRLIST: {
+        char **v = (char **)(void *)base;
+        free(v[0]);
+        v[0] = sg_xstrdup("changed/#");
+        break;
+    }
+    case SG_KEY_U64LIST:
+        ((uint64_t *)(void *)base)[0] += 1;
+        break;
+    case SG_KEY_BOOL:
+        *(bool *)(void *)base = !*(bool *)(void *)base;
+        break;
+    case SG_KEY_INT:
+    case SG_KEY_ENUM:
+        *(int *)(void *)base = *(int *)(void *)base == (int)k->max ? (int)k->min : (int)k->max;
+        break;
+    case SG_KEY_U32:
+        *(uint32_t *)(void *)base = *(uint32_t *)(void *)base == (uint32_t)k->max
+                                        ? (uint32_t)k->min
+                                        : (uint32_t)k->max;
+        break;
+    case SG_KEY_U64:
+        *(uint64_t *)(void *)base =
+            *(uint64_t *)(void *)base == k->max ? k->min : k->max;
+        break;
+    }
+}
+
+/* The diff sees a change of any one key, and only of that key; the
+ * rendered values differ too, so the log line shows what changed. */
+static void test_diff_each_key(void)
+{
+    struct sg_config *a = NULL;
+    CU_ASSERT_EQUAL_FATAL(sg_config_load(&a, SG_TEST_DATA "/good-custom.yaml", errbuf,
+                                         sizeof errbuf), 0);
+    for (size_t i = 0; i < sg_config_nkeys(); i++) {
+        const struct sg_config_key *k = sg_config_key_at(i);
+        struct sg_config *b = NULL;
+        CU_ASSERT_EQUAL_FATAL(sg_config_load(&b, SG_TEST_DATA "/good-custom.yaml", errbuf,
+                                             sizeof errbuf), 0);
+        mutate(b, k);
+        size_t seen = 0;
+        for (size_t j = 0; j < sg_config_nkeys(); j++) {
+            if (sg_config_key_differs(a, b, sg_config_key_at(j))) {
+                seen++;
+                if (j != i) {
+                    fprintf(stderr, "\n  changing %s also changed %s\n", k->name,
+                            sg_config_key_at(j)->name);
+                }
+            }
+        }
+        CU_ASSERT_EQUAL(seen, 1);
+        CU_ASSERT_TRUE(sg_config_key_differs(a, b, k));
+        char va[200], vb[200];
+        sg_config_value_str(a, k, va, sizeof va);
+        sg_config_value_str(b, k, vb, sizeof vb);
+        if (strcmp(va, vb) == 0) {
+            fprintf(stderr, "\n  %s renders as %s before and after\n", k->name, va);
+        }
+        CU_ASSERT_STRING_NOT_EQUAL(va, vb);
+        sg_config_free(b);
+    }
+    sg_config_free(a);
+}
+
 /* The same file again: no change, and still every restart-only pointer
  * moves over (a module may hold the unchanged ones too). */
 static void test_merge_same_file(void)
@@ -978,6 +1056,7 @@ int main(void)
     CU_add_test(s, "errors are structs", test_error_structs);
     s = CU_add_suite("reload merge", NULL, NULL);
     CU_add_test(s, "live keys applied, restart-only kept", test_merge_live_and_restart);
+    CU_add_test(s, "the diff sees each key alone", test_diff_each_key);
     CU_add_test(s, "same file: no change, pointers kept", test_merge_same_file);
     CU_add_test(s, "refused merge changes nothing", test_merge_refused);
     CU_basic_set_mode(CU_BRM_VERBOSE);
