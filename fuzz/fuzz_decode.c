@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "common.h"
 #include "decode.h"
+#include "decode_ref.h"
 #include "encode.h"
 #include "reading.h"
 #include "rollup.h"

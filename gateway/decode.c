@@ -13,108 +13,38 @@
  *     and a payload over the arena cap is SG_EDECODE, as before.
  * See "direct decoder" below for the exact rules it shares with protobuf-c.
  *
- * sg_decode_batch_reference() keeps the previous path, for tests and
- * fuzzers that compare the two on every input:
- *  1. Size cap (SG_ETOOBIG).
- *  2. Wire pre-scan (no allocation): checks the framing of the batch and of
- *     each Reading, records each Reading's sensor_id wire length (protobuf-c
- *     drops it, so an embedded NUL would silently truncate the id), counts
- *     the readings and remembers where the first reading beyond
- *     max_readings_per_batch starts. The pre-scan is never more lenient than
- *     protobuf-c about framing, so protobuf-c sees the same readings in the
- *     same order.
- *  3. protobuf-c unpack of the payload prefix that holds the readings within
- *     the limit, with an allocator backed by the decoder's bump arena. The
- *     arena has a hard cap: when it is exhausted the allocator returns NULL
- *     and protobuf-c unwinds cleanly (SG_EDECODE).
- *  4. Copy every reading into the decoder's array, validate it, reset the
- *     arena. Nothing from protobuf-c outlives the call.
+ * The protobuf-c reference decoder that the tests and fuzzers compare this
+ * one with on every input is not here: it is tests/ref/decode_ref.c, a
+ * library only tests and fuzzers link, so the gateway carries no protobuf-c
+ * unpack path. Both share the wire primitives, the prologue and the verdict
+ * through decode_int.h.
  *
- * Invariants: the arena and the arrays are allocated at creation or grown
- * amortised, never per message. The reference grows readings only after
- * protobuf-c accepted the payload; the direct path grows it while decoding,
- * but stops as soon as the computed arena need passes the cap (each reading
- * costs protobuf-c at least 96 arena bytes, a struct sg_reading is 112), so
- * a bomb grows it to at most about 1.2 x the arena cap, and never past
- * max_readings_per_batch. In the
- * reference, readings[i] for i < nreadings comes from the same wire Reading
- * as idlen[i].
+ * Invariants: the readings array is allocated at creation and grown
+ * amortised, never per message. It grows while decoding, but stops as soon
+ * as the computed arena need passes the cap (each reading costs protobuf-c
+ * at least 96 arena bytes, a struct sg_reading is 112), so a bomb grows it
+ * to at most about 1.2 x the arena cap, and never past
+ * max_readings_per_batch.
  *
  * Thread: whoever owns the decoder (the loop thread).
  */
 #include "decode.h"
 
-#include <stdalign.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common.h"
+#include "decode_int.h"
+/* For the sizes of protobuf-c's structs only (the arena figure): nothing
+ * here calls protobuf-c. */
 #include "sensegate.pb-c.h"
 
-#define WT_VARINT 0
-#define WT_I64 1
-#define WT_LEN 2
-#define WT_I32 5
-
-#define ARENA_ALIGN ((size_t)alignof(max_align_t))
 #define INITIAL_READINGS 256u
-
-/* ReadingBatch and Reading field numbers we look at (proto/sensegate.proto). */
-#define BATCH_DEVICE_ID 1
-#define BATCH_READINGS 2
-#define READING_SENSOR_ID 1
-
-struct sg_decoder {
-    struct sg_decode_limits lim;
-
-    /* Bump arena behind protobuf-c's allocator; reset on every call. */
-    unsigned char *arena;
-    size_t arena_cap;    /* bytes */
-    size_t arena_used;   /* bytes */
-    size_t arena_peak;   /* bytes, high-water mark of arena_used */
-    ProtobufCAllocator alloc;
-
-    /* Output array, and the pre-scan's sensor_id wire lengths by the same
-     * index. Grown apart: idlen during the pre-scan (4 bytes a reading),
-     * readings only once protobuf-c has accepted the payload. */
-    struct sg_reading *readings;
-    size_t rcap;         /* entries allocated in readings */
-    uint32_t *idlen;
-    size_t icap;         /* entries allocated in idlen */
-
-    size_t excess;       /* readings beyond the limit in the last batch */
-    size_t arena_last;   /* bytes, arena use of the last call (measured or computed) */
-};
 
 static const struct sg_reading excess_reading = {
     .invalid = SG_INVALID_BATCH_LIMIT,
 };
-
-static void *arena_alloc(void *data, size_t size)
-{
-    struct sg_decoder *d = data;
-    size_t room = d->arena_cap - d->arena_used;
-
-    /* Round up without overflow: reject first, then align. */
-    if (size > room) {
-        return NULL;
-    }
-    size_t need = (size + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1);
-    if (need > room) {
-        return NULL;
-    }
-    void *p = d->arena + d->arena_used;
-    d->arena_used += need;
-    return p;
-}
-
-static void arena_free(void *data, void *ptr)
-{
-    /* Bump arena: memory comes back all at once when the call ends. */
-    (void)data;
-    (void)ptr;
-}
 
 int sg_decoder_new(struct sg_decoder **out, const struct sg_decode_limits *lim)
 {
@@ -146,19 +76,14 @@ int sg_decoder_new(struct sg_decoder **out, const struct sg_decode_limits *lim)
     }
     d->lim.arena_bytes = arena;
 
-    /* malloc'd up front; pages the decoder never touches cost no RSS. */
-    d->arena = sg_xmalloc(arena);
+    /* Only a figure here: the direct decoder computes what protobuf-c's
+     * arena would take and holds payloads to it. */
     d->arena_cap = arena;
-    d->alloc.alloc = arena_alloc;
-    d->alloc.free = arena_free;
-    d->alloc.allocator_data = d;
 
     size_t cap = d->lim.max_readings_per_batch < INITIAL_READINGS ? d->lim.max_readings_per_batch
                                                                    : INITIAL_READINGS;
     d->readings = sg_xmalloc(cap * sizeof *d->readings);
     d->rcap = cap;
-    d->idlen = sg_xmalloc(cap * sizeof *d->idlen);
-    d->icap = cap;
     *out = d;
     return 0;
 }
@@ -181,9 +106,10 @@ void sg_decoder_free(struct sg_decoder *d)
     if (d == NULL) {
         return;
     }
-    free(d->arena);
     free(d->readings);
-    free(d->idlen);
+    if (d->ref_free != NULL) {
+        d->ref_free(d->ref);
+    }
     free(d);
 }
 
@@ -210,7 +136,7 @@ size_t sg_decoder_arena_last(const struct sg_decoder *d)
 /* Returns the capacity to grow an array of cap entries to so that it holds
  * at least n (n <= max_readings_per_batch, checked by the caller):
  * amortised doubling, capped at the limit. */
-static size_t grown_cap(const struct sg_decoder *d, size_t cap, size_t n)
+size_t sg_decode__grown_cap(const struct sg_decoder *d, size_t cap, size_t n)
 {
     size_t c = cap * 2;
     if (c < n) {
@@ -222,127 +148,36 @@ static size_t grown_cap(const struct sg_decoder *d, size_t cap, size_t n)
     return c;
 }
 
-static void ensure_idlen(struct sg_decoder *d, size_t n)
-{
-    if (n > d->icap) {
-        d->icap = grown_cap(d, d->icap, n);
-        d->idlen = sg_xrealloc(d->idlen, d->icap * sizeof *d->idlen);
-    }
-}
-
-static void ensure_readings(struct sg_decoder *d, size_t n)
+void sg_decode__ensure_readings(struct sg_decoder *d, size_t n)
 {
     if (n > d->rcap) {
-        d->rcap = grown_cap(d, d->rcap, n);
+        d->rcap = sg_decode__grown_cap(d, d->rcap, n);
         d->readings = sg_xrealloc(d->readings, d->rcap * sizeof *d->readings);
     }
 }
 
-/* --- wire pre-scan ------------------------------------------------------ */
-
-/* Reads a varint of at most maxb bytes at *pp (< end). Returns false if it
- * is unterminated within maxb bytes or the buffer. */
-static inline bool get_varint(const uint8_t **pp, const uint8_t *end, unsigned maxb,
-                              uint64_t *v)
-{
-    const uint8_t *p = *pp;
-    if (p < end && *p < 0x80) {
-        /* One byte: tags, kinds, small counters. */
-        *v = *p;
-        *pp = p + 1;
-        return true;
-    }
-    uint64_t r = 0;
-    for (unsigned i = 0; i < maxb; i++) {
-        if (p + i >= end) {
-            return false;
-        }
-        uint8_t c = p[i];
-        r |= (uint64_t)(c & 0x7f) << (7 * i);
-        if ((c & 0x80) == 0) {
-            *v = r;
-            *pp = p + i + 1;
-            return true;
-        }
-    }
-    return false;
-}
-
-/* A tag as protobuf-c reads it: at most 5 bytes, field number 1..2^32-1. */
-static inline bool get_tag(const uint8_t **pp, const uint8_t *end, uint64_t *field,
-                           unsigned *wt)
-{
-    uint64_t v;
-    if (!get_varint(pp, end, 5, &v)) {
-        return false;
-    }
-    *field = v >> 3;
-    *wt = (unsigned)(v & 7);
-    return *field != 0;
-}
-
-/* A length prefix: at most 5 bytes, a value that fits 32 bits (protobuf-c
- * would silently truncate more) and that fits in what is left. */
-static inline bool get_len(const uint8_t **pp, const uint8_t *end, size_t *len)
-{
-    uint64_t v;
-    if (!get_varint(pp, end, 5, &v) || v > UINT32_MAX || v > (uint64_t)(end - *pp)) {
-        return false;
-    }
-    *len = (size_t)v;
-    return true;
-}
-
-/* Skips the value of a field of wire type wt at *pp. Wire types 3 and 4
- * (groups) and 6, 7 are rejected, as protobuf-c does. */
-static inline bool skip_value(const uint8_t **pp, const uint8_t *end, unsigned wt)
-{
-    uint64_t v;
-    size_t n;
-    switch (wt) {
-    case WT_VARINT:
-        return get_varint(pp, end, 10, &v);
-    case WT_I64:
-        n = 8;
-        break;
-    case WT_I32:
-        n = 4;
-        break;
-    case WT_LEN:
-        if (!get_len(pp, end, &n)) {
-            return false;
-        }
-        break;
-    default:
-        return false;
-    }
-    if (n > (size_t)(end - *pp)) {
-        return false;
-    }
-    *pp += n;
-    return true;
-}
+/* --- shared with the reference (decode_int.h) ---------------------------- */
 
 /* Scans one Reading's fields in p[0..end). Sets *idlen to the wire length of
  * the last sensor_id occurrence (protobuf-c keeps the last), 0 if absent. */
-static bool scan_reading(const uint8_t *p, const uint8_t *end, uint32_t *idlen)
+bool sg_decode__scan_reading(const uint8_t *p, const uint8_t *end, uint32_t *idlen)
 {
     uint32_t id = 0;
     while (p < end) {
         uint64_t field;
         unsigned wt;
-        if (!get_tag(&p, end, &field, &wt)) {
+        if (!sg_decode__get_tag(&p, end, &field, &wt)) {
             return false;
         }
-        if (field == READING_SENSOR_ID) {
+        if (field == SG_DECODE__READING_SENSOR_ID) {
             size_t n;
             /* protobuf-c rejects a string with another wire type too. */
-            if (wt != WT_LEN || !get_len(&p, end, &n)) {
+            if (wt != SG_DECODE__WT_LEN || !sg_decode__get_len(&p, end, &n)) {
                 return false;
             }
             id = (uint32_t)n;
             p += n;
-        } else if (!skip_value(&p, end, wt)) {
+        } else if (!sg_decode__skip_value(&p, end, wt)) {
             return false;
         }
     }
@@ -350,112 +185,11 @@ static bool scan_reading(const uint8_t *p, const uint8_t *end, uint32_t *idlen)
     return true;
 }
 
-/* Scans the whole batch. On success *count = readings on the wire and
- * *cut = bytes of buf that hold everything before the first reading beyond
- * the limit (len if none). Stores idlen[] for readings within the limit. */
-static bool scan_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, size_t *count,
-                       size_t *cut)
-{
-    const uint8_t *p = buf;
-    const uint8_t *end = buf + len;
-    size_t limit = d->lim.max_readings_per_batch;
-    size_t n = 0;
-
-    *cut = len;
-    while (p < end) {
-        const uint8_t *field_start = p;
-        uint64_t field;
-        unsigned wt;
-        if (!get_tag(&p, end, &field, &wt)) {
-            return false;
-        }
-        if (field == BATCH_READINGS || field == BATCH_DEVICE_ID) {
-            size_t flen;
-            if (wt != WT_LEN || !get_len(&p, end, &flen)) {
-                return false;
-            }
-            if (field == BATCH_READINGS) {
-                uint32_t idlen = 0;
-                if (!scan_reading(p, p + flen, &idlen)) {
-                    return false;
-                }
-                if (n < limit) {
-                    ensure_idlen(d, n + 1);
-                    d->idlen[n] = idlen;
-                } else if (n == limit) {
-                    *cut = (size_t)(field_start - buf);
-                }
-                n++;
-            }
-            p += flen;
-        } else if (!skip_value(&p, end, wt)) {
-            return false;
-        }
-    }
-    *count = n;
-    return true;
-}
-
-/* --- copy and validate ---------------------------------------------------- */
-
-/* The invalid reason of a decoded reading, the same for both decoders:
- * idlen is the sensor_id's length on the wire and clen its C-string length
- * (they differ when it holds a NUL); nv the number of values on the wire. */
-static inline int verdict_of(const struct sg_reading *r, size_t idlen, size_t clen, size_t nv,
-                             uint64_t now_ms, const struct sg_decode_limits *lim)
-{
-    if (idlen != clen || idlen > SG_SENSOR_ID_MAX) {
-        return SG_INVALID_SENSOR_ID;
-    }
-    int inv = sg_reading_validate(r, now_ms, lim->max_past_ms, lim->max_future_ms);
-    if (inv == SG_INVALID_NONE && nv > SG_MAX_CHANNELS) {
-        inv = SG_INVALID_CHANNELS;
-    }
-    return inv;
-}
-
-static inline void copy_reading(struct sg_reading *r, const Sensegate__V1__Reading *m,
-                                uint32_t idlen, uint64_t now_ms, const struct sg_decode_limits *lim)
-{
-    const char *id = m->sensor_id != NULL ? m->sensor_id : "";
-    /* protobuf-c NUL-terminates every string, so strnlen stays in bounds;
-     * a C length shorter than the wire length means an embedded NUL. */
-    size_t clen = strnlen(id, SG_SENSOR_ID_MAX + 1);
-    size_t keep = clen > SG_SENSOR_ID_MAX ? SG_SENSOR_ID_MAX : clen;
-    memcpy(r->sensor_id, id, keep);
-    r->sensor_id[keep] = '\0';
-    r->id_len = (uint8_t)keep;
-
-    r->ts_ms = m->ts_ms;
-    r->seq = m->seq;
-    r->status = m->status;
-    /* The enum arrives as a raw int; keep it out of 1..9 when it is, so a
-     * value like 265 cannot wrap into a valid uint8_t kind. */
-    int kind = (int)m->kind;
-    r->kind = (uint8_t)(kind >= 0 && kind <= 255 ? kind : 0);
-
-    size_t nv = m->n_values;
-    r->values[0] = 0.0;
-    r->values[1] = 0.0;
-    r->values[2] = 0.0;
-    if (nv <= SG_MAX_CHANNELS) {
-        if (nv > 0) {
-            memcpy(r->values, m->values, nv * sizeof(double));
-        }
-        r->nvalues = (uint8_t)nv;
-    } else {
-        /* Too many to hold: copy none; validation then names kind or channels. */
-        r->nvalues = 0;
-    }
-
-    r->invalid = (uint8_t)verdict_of(r, idlen, clen, nv, now_ms, lim);
-}
-
 /* What both decoders do first: clear the outputs, check the arguments and
  * the size cap, answer the empty payload. Returns 1 to go on decoding, or
  * the final result (0 for an empty batch, or a negative SG_E*). */
-static int decode_prologue(struct sg_decoder *d, const uint8_t *buf, size_t len,
-                           const struct sg_reading **readings, size_t *nreadings)
+int sg_decode__prologue(struct sg_decoder *d, const uint8_t *buf, size_t len,
+                        const struct sg_reading **readings, size_t *nreadings)
 {
     if (readings != NULL) {
         *readings = NULL;
@@ -479,56 +213,12 @@ static int decode_prologue(struct sg_decoder *d, const uint8_t *buf, size_t len,
     return 1;
 }
 
-int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t len,
-                              uint64_t now_ms, const struct sg_reading **readings,
-                              size_t *nreadings)
-{
-    int pre = decode_prologue(d, buf, len, readings, nreadings);
-    if (pre <= 0) {
-        return pre;
-    }
-
-    size_t count = 0;
-    size_t cut = len;
-    if (!scan_batch(d, buf, len, &count, &cut)) {
-        return SG_EDECODE;
-    }
-    size_t limit = d->lim.max_readings_per_batch;
-    size_t ndecode = count < limit ? count : limit;
-
-    d->arena_used = 0;
-    Sensegate__V1__ReadingBatch *b = sensegate__v1__reading_batch__unpack(&d->alloc, cut, buf);
-    d->arena_last = d->arena_used;
-    if (d->arena_used > d->arena_peak) {
-        d->arena_peak = d->arena_used;
-    }
-    if (b == NULL || b->n_readings != ndecode) {
-        /* The count check cannot fail when the pre-scan agrees with
-         * protobuf-c; it keeps idlen[] honest if the two ever diverge. */
-        d->arena_used = 0;
-        return SG_EDECODE;
-    }
-
-    ensure_readings(d, ndecode);
-    const struct sg_decode_limits *lim = &d->lim;
-    for (size_t i = 0; i < ndecode; i++) {
-        copy_reading(&d->readings[i], b->readings[i], d->idlen[i], now_ms, lim);
-    }
-    /* Everything protobuf-c built lives in the arena: dropping it is free. */
-    d->arena_used = 0;
-
-    d->excess = count - ndecode;
-    *readings = d->readings;
-    *nreadings = ndecode;
-    return 0;
-}
-
 /* --- direct decoder ------------------------------------------------------ */
 
 /*
  * sg_decode_batch() decodes the wire format straight into struct sg_reading
- * and must answer exactly as sg_decode_batch_reference() (pre-scan +
- * protobuf-c 1.4) does, which tests/unit/test_decode.c and
+ * and must answer exactly as sg_decode_batch_reference() in
+ * tests/ref/decode_ref.c (pre-scan + protobuf-c 1.4) does, which tests/unit/test_decode.c and
  * fuzz/fuzz_decode.c check on every input. What that takes:
  *  - the pre-scan's framing rules (tags of at most 5 bytes and field != 0,
  *    length prefixes of at most 5 bytes that fit, varints of at most 10
@@ -548,7 +238,7 @@ int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t l
  *    the measured arena by the differential test.
  */
 
-#define A16(n) (((n) + ARENA_ALIGN - 1) & ~(ARENA_ALIGN - 1))
+#define A16(n) (((n) + SG_DECODE__ARENA_ALIGN - 1) & ~(SG_DECODE__ARENA_ALIGN - 1))
 /* protobuf-c's ScannedMember (protobuf-c.c): tag, wire type, prefix length,
  * field, len, data = 32 bytes on LP64; the first 16 live on the stack. */
 #define SCANNED_MEMBER_BYTES (4 * sizeof(void *))
@@ -572,13 +262,13 @@ static inline size_t arena_need_unknown(size_t n, size_t ubytes)
     return n > 0 ? A16(n * sizeof(ProtobufCMessageUnknownField)) + ubytes : 0;
 }
 
-/* Skips an unknown field's value like skip_value() and adds the arena bytes
+/* Skips an unknown field's value like sg_decode__skip_value() and adds the arena bytes
  * protobuf-c's copy of it takes. */
 static inline bool skip_unknown(const uint8_t **pp, const uint8_t *end, unsigned wt,
                                 size_t *nunknown, size_t *ubytes)
 {
     const uint8_t *s = *pp;
-    if (!skip_value(pp, end, wt)) {
+    if (!sg_decode__skip_value(pp, end, wt)) {
         return false;
     }
     (*nunknown)++;
@@ -596,14 +286,14 @@ static bool check_geo(const uint8_t *p, const uint8_t *end, size_t *need)
          * applies: only a first byte with no field bits is refused, a
          * longer encoding of field 0 is an unknown field. */
         uint64_t tag;
-        if ((*p & 0xf8) == 0 || !get_varint(&p, end, 5, &tag)) {
+        if ((*p & 0xf8) == 0 || !sg_decode__get_varint(&p, end, 5, &tag)) {
             return false;
         }
         uint64_t field = tag >> 3;
         unsigned wt = (unsigned)(tag & 7);
         nfields++;
         if (field == 1 || field == 2) {
-            if (wt != WT_I64 || (size_t)(end - p) < 8) {
+            if (wt != SG_DECODE__WT_I64 || (size_t)(end - p) < 8) {
                 return false;
             }
             p += 8;
@@ -620,7 +310,7 @@ static bool check_geo(const uint8_t *p, const uint8_t *end, size_t *need)
 static inline bool get_varint_field(const uint8_t **pp, const uint8_t *end, unsigned wt,
                                     uint64_t *v)
 {
-    return wt == WT_VARINT && get_varint(pp, end, 10, v);
+    return wt == SG_DECODE__WT_VARINT && sg_decode__get_varint(pp, end, 10, v);
 }
 
 static inline double load_double(const uint8_t *p)
@@ -651,13 +341,13 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
         uint64_t field;
         unsigned wt;
         size_t n;
-        if (!get_tag(&p, end, &field, &wt)) {
+        if (!sg_decode__get_tag(&p, end, &field, &wt)) {
             return false;
         }
         nfields++;
         switch (field) {
         case 1: /* sensor_id */
-            if (wt != WT_LEN || !get_len(&p, end, &n)) {
+            if (wt != SG_DECODE__WT_LEN || !sg_decode__get_len(&p, end, &n)) {
                 return false;
             }
             id = p;
@@ -681,8 +371,8 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
             }
             break;
         case 5: /* values, packed or not */
-            if (wt == WT_LEN) {
-                if (!get_len(&p, end, &n) || n % 8 != 0) {
+            if (wt == SG_DECODE__WT_LEN) {
+                if (!sg_decode__get_len(&p, end, &n) || n % 8 != 0) {
                     return false;
                 }
                 size_t cnt = n / 8;
@@ -691,7 +381,7 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
                 }
                 nv += cnt;
                 p += n;
-            } else if (wt == WT_I64) {
+            } else if (wt == SG_DECODE__WT_I64) {
                 if ((size_t)(end - p) < 8) {
                     return false;
                 }
@@ -710,7 +400,7 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
             }
             break;
         case 7: /* position */
-            if (wt != WT_LEN || !get_len(&p, end, &n) || !check_geo(p, p + n, &bytes)) {
+            if (wt != SG_DECODE__WT_LEN || !sg_decode__get_len(&p, end, &n) || !check_geo(p, p + n, &bytes)) {
                 return false;
             }
             p += n;
@@ -753,14 +443,14 @@ static bool decode_reading(const uint8_t *p, const uint8_t *end, struct sg_readi
         r->nvalues = (uint8_t)nv;
     }
 
-    r->invalid = (uint8_t)verdict_of(r, idlen, clen, nv, now_ms, lim);
+    r->invalid = (uint8_t)sg_decode__verdict(r, idlen, clen, nv, now_ms, lim);
     return true;
 }
 
 int sg_decode_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64_t now_ms,
                     const struct sg_reading **readings, size_t *nreadings)
 {
-    int pre = decode_prologue(d, buf, len, readings, nreadings);
+    int pre = sg_decode__prologue(d, buf, len, readings, nreadings);
     if (pre <= 0) {
         return pre;
     }
@@ -779,14 +469,14 @@ int sg_decode_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64
         uint64_t field;
         unsigned wt;
         size_t flen;
-        if (!get_tag(&p, end, &field, &wt)) {
+        if (!sg_decode__get_tag(&p, end, &field, &wt)) {
             goto fail;
         }
-        if (field == BATCH_READINGS || field == BATCH_DEVICE_ID) {
-            if (wt != WT_LEN || !get_len(&p, end, &flen)) {
+        if (field == SG_DECODE__BATCH_READINGS || field == SG_DECODE__BATCH_DEVICE_ID) {
+            if (wt != SG_DECODE__WT_LEN || !sg_decode__get_len(&p, end, &flen)) {
                 goto fail;
             }
-            if (field == BATCH_DEVICE_ID) {
+            if (field == SG_DECODE__BATCH_DEVICE_ID) {
                 if (n <= limit) {
                     nfields++;
                     need += A16(flen + 1);
@@ -794,7 +484,7 @@ int sg_decode_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64
             } else if (n < limit) {
                 nfields++;
                 if (n >= d->rcap) {
-                    ensure_readings(d, n + 1);
+                    sg_decode__ensure_readings(d, n + 1);
                 }
                 if (!decode_reading(p, p + flen, &d->readings[n], now_ms, lim, &need)) {
                     goto fail;
@@ -807,11 +497,11 @@ int sg_decode_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64
             } else {
                 /* Beyond the limit: protobuf-c never sees it; framing only. */
                 uint32_t unused;
-                if (!scan_reading(p, p + flen, &unused)) {
+                if (!sg_decode__scan_reading(p, p + flen, &unused)) {
                     goto fail;
                 }
             }
-            if (field == BATCH_READINGS) {
+            if (field == SG_DECODE__BATCH_READINGS) {
                 n++;
             }
             p += flen;
@@ -820,7 +510,7 @@ int sg_decode_batch(struct sg_decoder *d, const uint8_t *buf, size_t len, uint64
             if (!skip_unknown(&p, end, wt, &nunknown, &ubytes)) {
                 goto fail;
             }
-        } else if (!skip_value(&p, end, wt)) {
+        } else if (!sg_decode__skip_value(&p, end, wt)) {
             goto fail;
         }
     }

@@ -7,9 +7,9 @@
  * directly into the readings array (no malloc per message) and accepts and
  * rejects exactly what protobuf-c does, including its arena cap: a payload
  * whose protobuf-c unpack would need more than arena_bytes is SG_EDECODE.
- * sg_decode_batch_reference() is the previous protobuf-c path (pre-scan,
- * unpack into a bounded bump arena, copy), kept for the differential tests
- * and fuzzers only.
+ * The previous protobuf-c path (pre-scan, unpack into a bounded bump arena,
+ * copy), sg_decode_batch_reference(), lives in tests/ref/decode_ref.h: only
+ * the differential tests and fuzzers link it, never the gateway.
  *
  * One decoder per thread (the loop thread in the gateway); not thread-safe.
  */
@@ -90,16 +90,6 @@ size_t sg_decode_excess(const struct sg_decoder *d);
 /* A static reading with invalid = SG_INVALID_BATCH_LIMIT, to stand for each
  * excess reading. Never NULL; any thread. */
 const struct sg_reading *sg_decode_excess_reading(void);
-
-/* The reference decoder, for tests and fuzzers only: the same contract and
- * results as sg_decode_batch() (which decodes the wire directly), computed
- * the old way: a wire pre-scan, then protobuf-c's generic unpack into the
- * decoder's arena, then copy and validation. tests/unit/test_decode.c and
- * fuzz/fuzz_decode.c check that both give the same return code, readings,
- * invalid reasons, excess and arena figure. Not for the gateway: slower. */
-int sg_decode_batch_reference(struct sg_decoder *d, const uint8_t *buf, size_t len,
-                              uint64_t now_ms, const struct sg_reading **readings,
-                              size_t *nreadings);
 
 /* Arena bytes the last call needed (0 after SG_ETOOBIG / SG_EINVAL or an
  * empty payload). The reference decoder measures protobuf-c's arena; the

@@ -19,6 +19,7 @@
 
 #include "common.h"
 #include "decode.h"
+#include "decode_ref.h"
 #include "reading.h"
 #include "sensegate.pb-c.h"
 
