@@ -659,10 +659,19 @@ static int scan_positions(const unsigned char *data, size_t len, struct posmap *
             } else {
                 struct frame *f = &st[depth - 1];
                 if (f->kind == NODE_MAPPING && f->want_key) {
+                    if (kind != NODE_SCALAR) {
+                        errs_at(e, line, col, f->path, "keys must be plain words");
+                        yaml_event_delete(&ev);
+                        goto cleanup;
+                    }
                     /* Paths are joined with '.' and '[i]': a key holding
                      * those would pass for another ("mqtt.qos" at the top). */
-                    if (kind != NODE_SCALAR || strpbrk(text, ".[]") != NULL) {
-                        errs_at(e, line, col, f->path, "keys must be plain words");
+                    if (strpbrk(text, ".[]") != NULL) {
+                        char *kp = join_path(f->path, text, 0, false);
+                        errs_at(e, line, col, kp,
+                                "unknown key; sections nest by indentation, not with '.' "
+                                "(e.g. mqtt: on one line, qos: indented below it)");
+                        free(kp);
                         yaml_event_delete(&ev);
                         goto cleanup;
                     }
