@@ -53,6 +53,11 @@ struct sg_suite {
 #define SG_TEST_END {NULL, NULL}
 #define SG_SUITE_END {NULL, NULL, NULL, NULL}
 
+/* A test table written in place, for suites of one or two tests:
+ *     {"lock", suite_init, suite_clean, SG_TESTS({"held twice", test_lock})},
+ * (a file-scope compound literal: static storage, like a named table). */
+#define SG_TESTS(...) ((const struct sg_test[]){__VA_ARGS__, SG_TEST_END})
+
 /* Registers every suite and test of the table (in order), runs them all with
  * CUnit's verbose basic runner and cleans the registry up. Returns 0 when
  * every test passed, 1 otherwise (see the top of this file). */

@@ -5,8 +5,8 @@
 #include "buf.h"
 #include "common.h"
 #include "reading.h"
+#include "sg_test.h"
 
-#include <CUnit/Basic.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,24 +220,30 @@ static void test_validate(void)
     CU_ASSERT_FALSE(sg_sensor_id_ok("a/b", 3));
 }
 
+static const struct sg_test parse_tests[] = {
+    {"u64 and double", test_parse_u64},
+    {"host:port", test_hostport},
+    SG_TEST_END,
+};
+static const struct sg_test buf_tests[] = {
+    {"doubles round-trip bit-exact", test_double_roundtrip},
+    {"fast path prints what %.15g/16g/17g would", test_double_fast_path},
+    {"json escaping and printf growth", test_json_escape},
+    SG_TEST_END,
+};
+static const struct sg_test reading_tests[] = {
+    {"kind table", test_kinds},
+    {"validation per contract section 2", test_validate},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"parse", NULL, NULL, parse_tests},
+    {"buf", NULL, NULL, buf_tests},
+    {"reading", NULL, NULL, reading_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s = CU_add_suite("parse", NULL, NULL);
-    CU_add_test(s, "u64 and double", test_parse_u64);
-    CU_add_test(s, "host:port", test_hostport);
-    s = CU_add_suite("buf", NULL, NULL);
-    CU_add_test(s, "doubles round-trip bit-exact", test_double_roundtrip);
-    CU_add_test(s, "fast path prints what %.15g/16g/17g would", test_double_fast_path);
-    CU_add_test(s, "json escaping and printf growth", test_json_escape);
-    s = CU_add_suite("reading", NULL, NULL);
-    CU_add_test(s, "kind table", test_kinds);
-    CU_add_test(s, "validation per contract section 2", test_validate);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return sg_test_main(suites);
 }

@@ -9,7 +9,6 @@
  * each decodes as its name says (good-*: every reading valid at FIX_NOW;
  * bad-*: SG_EDECODE or at least one invalid reading).
  */
-#include <CUnit/Basic.h>
 #include <errno.h>
 #include <float.h>
 #include <math.h>
@@ -22,6 +21,7 @@
 #include "decode_ref.h"
 #include "reading.h"
 #include "sensegate.pb-c.h"
+#include "sg_test.h"
 
 #ifndef SG_TEST_DATA
 #define SG_TEST_DATA "tests/data"
@@ -1587,82 +1587,66 @@ static void test_fixtures(void)
 
 /* --- main ----------------------------------------------------------------- */
 
-struct test_def {
-    const char *name;
-    CU_TestFunc fn;
+static const struct sg_test good_tests[] = {
+    {"one reading", test_one_reading},
+    {"accel three channels", test_accel},
+    {"many readings, several sensors", test_many_sensors},
+    {"empty batch", test_empty_batch},
+    {"unknown fields ignored", test_unknown_fields},
+    {"repeated sensor_id: last wins", test_repeated_id_last_wins},
+    SG_TEST_END,
 };
-
-static int add_suite(const char *name, const struct test_def *tests, size_t n)
-{
-    CU_pSuite s = CU_add_suite(name, suite_init, suite_clean);
-    if (s == NULL) {
-        return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            return -1;
-        }
-    }
-    return 0;
-}
+static const struct sg_test invalid_tests[] = {
+    {"sensor_id", test_sensor_id},
+    {"embedded NUL in sensor_id", test_embedded_nul},
+    {"kind", test_kind},
+    {"channels", test_channels},
+    {"values NaN/Inf vs extreme finite", test_values},
+    {"timestamp bounds inclusive", test_ts_bounds},
+    SG_TEST_END,
+};
+static const struct sg_test limits_tests[] = {
+    {"max_readings_per_batch", test_batch_limit},
+    {"max_payload_bytes", test_too_big},
+    SG_TEST_END,
+};
+static const struct sg_test hostile_tests[] = {
+    {"truncated at every offset", test_truncated_every_offset},
+    {"malformed wire", test_malformed},
+    {"allocation bombs", test_bomb},
+    {"random mutations", test_mutations},
+    SG_TEST_END,
+};
+static const struct sg_test diff_tests[] = {
+    {"generated and mutated payloads", test_differential},
+    {"every decode of this file agreed", test_differential_total},
+    SG_TEST_END,
+};
+static const struct sg_test topic_tests[] = {
+    {"topic shape", test_topic},
+    SG_TEST_END,
+};
+static const struct sg_test fixture_tests[] = {
+    {"fixtures match and decode", test_fixtures},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"decode good payloads", suite_init, suite_clean, good_tests},
+    {"decode invalid readings", suite_init, suite_clean, invalid_tests},
+    {"decode limits", suite_init, suite_clean, limits_tests},
+    {"decode hostile input", suite_init, suite_clean, hostile_tests},
+    {"decode topic", suite_init, suite_clean, topic_tests},
+    {"decode fixtures", suite_init, suite_clean, fixture_tests},
+    /* Last: test_differential_total checks what every suite before it
+     * decoded. */
+    {"decode direct vs protobuf-c reference", suite_init, suite_clean, diff_tests},
+    SG_SUITE_END,
+};
 
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--write-fixtures") == 0) {
         return write_fixtures(argv[2]);
     }
-
-    static const struct test_def good[] = {
-        {"one reading", test_one_reading},
-        {"accel three channels", test_accel},
-        {"many readings, several sensors", test_many_sensors},
-        {"empty batch", test_empty_batch},
-        {"unknown fields ignored", test_unknown_fields},
-        {"repeated sensor_id: last wins", test_repeated_id_last_wins},
-    };
-    static const struct test_def invalid[] = {
-        {"sensor_id", test_sensor_id},
-        {"embedded NUL in sensor_id", test_embedded_nul},
-        {"kind", test_kind},
-        {"channels", test_channels},
-        {"values NaN/Inf vs extreme finite", test_values},
-        {"timestamp bounds inclusive", test_ts_bounds},
-    };
-    static const struct test_def limits[] = {
-        {"max_readings_per_batch", test_batch_limit},
-        {"max_payload_bytes", test_too_big},
-    };
-    static const struct test_def hostile[] = {
-        {"truncated at every offset", test_truncated_every_offset},
-        {"malformed wire", test_malformed},
-        {"allocation bombs", test_bomb},
-        {"random mutations", test_mutations},
-    };
-    static const struct test_def diff[] = {
-        {"generated and mutated payloads", test_differential},
-        {"every decode of this file agreed", test_differential_total},
-    };
-    static const struct test_def topic[] = {{"topic shape", test_topic}};
-    static const struct test_def fx[] = {{"fixtures match and decode", test_fixtures}};
-
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    int rc = 0;
-    rc |= add_suite("decode good payloads", good, sizeof good / sizeof good[0]);
-    rc |= add_suite("decode invalid readings", invalid, sizeof invalid / sizeof invalid[0]);
-    rc |= add_suite("decode limits", limits, sizeof limits / sizeof limits[0]);
-    rc |= add_suite("decode hostile input", hostile, sizeof hostile / sizeof hostile[0]);
-    rc |= add_suite("decode topic", topic, 1);
-    rc |= add_suite("decode fixtures", fx, 1);
-    rc |= add_suite("decode direct vs protobuf-c reference", diff, sizeof diff / sizeof diff[0]);
-    if (rc != 0) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0 ? 1 : 0;
+    return sg_test_main(suites);
 }

@@ -4,7 +4,6 @@
  * the bit), protobuf RollupBatch round trip through the generated unpack
  * and byte-for-byte against a single protobuf-c pack of the whole batch.
  */
-#include <CUnit/Basic.h>
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
@@ -19,6 +18,7 @@
 #include "reading.h"
 #include "rollup.h"
 #include "sensegate.pb-c.h"
+#include "sg_test.h"
 
 static bool same_bits(double a, double b)
 {
@@ -434,27 +434,29 @@ static void test_protobuf_roundtrip(void)
 
 /* --- main ----------------------------------------------------------------- */
 
+static const struct sg_test encode_batch_id_tests[] = {
+    {"format", test_batch_id},
+    SG_TEST_END,
+};
+static const struct sg_test encode_json_tests[] = {
+    {"exact text", test_json_exact_text},
+    {"round trip, doubles exact", test_json_roundtrip},
+    {"non-finite, escapes, empty", test_json_special},
+    {"buffer reuse and errors", test_buffer_reuse_and_errors},
+    SG_TEST_END,
+};
+static const struct sg_test encode_protobuf_tests[] = {
+    {"round trip and byte equality", test_protobuf_roundtrip},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"encode batch_id", NULL, NULL, encode_batch_id_tests},
+    {"encode json", NULL, NULL, encode_json_tests},
+    {"encode protobuf", NULL, NULL, encode_protobuf_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s1 = CU_add_suite("encode batch_id", NULL, NULL);
-    CU_pSuite s2 = CU_add_suite("encode json", NULL, NULL);
-    CU_pSuite s3 = CU_add_suite("encode protobuf", NULL, NULL);
-    if (s1 == NULL || s2 == NULL || s3 == NULL ||
-        CU_add_test(s1, "format", test_batch_id) == NULL ||
-        CU_add_test(s2, "exact text", test_json_exact_text) == NULL ||
-        CU_add_test(s2, "round trip, doubles exact", test_json_roundtrip) == NULL ||
-        CU_add_test(s2, "non-finite, escapes, empty", test_json_special) == NULL ||
-        CU_add_test(s2, "buffer reuse and errors", test_buffer_reuse_and_errors) == NULL ||
-        CU_add_test(s3, "round trip and byte equality", test_protobuf_roundtrip) == NULL) {
-        CU_cleanup_registry();
-        return 1;
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    unsigned failures = CU_get_number_of_failures();
-    CU_cleanup_registry();
-    return failures != 0 ? 1 : 0;
+    return sg_test_main(suites);
 }

@@ -7,7 +7,6 @@
  * Build: test_forward.c fake_spool.c gateway/forward.c, linked with
  * sg_metrics sg_common libuv libcurl CUnit (not sg_spool).
  */
-#include <CUnit/Basic.h>
 #include <curl/curl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +20,7 @@
 #include "fake_spool.h"
 #include "forward.h"
 #include "metrics.h"
+#include "sg_test.h"
 
 /* ---------------------------------------------------------------------- */
 /* classify                                                               */
@@ -761,32 +761,37 @@ static void test_new_rejects_bad_args(void)
     sg_spool_close(sp);
 }
 
+static const struct sg_test classify_tests[] = {
+    {"status and curl code table", test_classify_table},
+    SG_TEST_END,
+};
+static const struct sg_test backoff_tests[] = {
+    {"full jitter within [0, cap]", test_backoff_full_jitter_bounds},
+    {"exponential growth and cap", test_backoff_growth_and_cap},
+    {"Retry-After honoured and clamped", test_backoff_retry_after},
+    SG_TEST_END,
+};
+static const struct sg_test lifecycle_tests[] = {
+    {"bad arguments and empty spool", test_new_rejects_bad_args},
+    SG_TEST_END,
+};
+static const struct sg_test delivery_tests[] = {
+    {"503 then 200 same key; 400 dead-lettered", test_loop_retry_then_ok_and_reject},
+    {"concurrency bounded, each batch once", test_loop_concurrency_bounded},
+    {"keep-alive connection reused", test_loop_keepalive_reuses_connection},
+    {"unreachable backend keeps the batch", test_loop_unreachable_keeps_batch},
+    {"close aborts in-flight requests", test_loop_close_aborts_inflight},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"classify", NULL, NULL, classify_tests},
+    {"backoff", NULL, NULL, backoff_tests},
+    {"lifecycle", NULL, NULL, lifecycle_tests},
+    {"delivery", NULL, NULL, delivery_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    CU_pSuite s;
-    int failed;
-
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    s = CU_add_suite("classify", NULL, NULL);
-    CU_add_test(s, "status and curl code table", test_classify_table);
-    s = CU_add_suite("backoff", NULL, NULL);
-    CU_add_test(s, "full jitter within [0, cap]", test_backoff_full_jitter_bounds);
-    CU_add_test(s, "exponential growth and cap", test_backoff_growth_and_cap);
-    CU_add_test(s, "Retry-After honoured and clamped", test_backoff_retry_after);
-    s = CU_add_suite("lifecycle", NULL, NULL);
-    CU_add_test(s, "bad arguments and empty spool", test_new_rejects_bad_args);
-    s = CU_add_suite("delivery", NULL, NULL);
-    CU_add_test(s, "503 then 200 same key; 400 dead-lettered", test_loop_retry_then_ok_and_reject);
-    CU_add_test(s, "concurrency bounded, each batch once", test_loop_concurrency_bounded);
-    CU_add_test(s, "keep-alive connection reused", test_loop_keepalive_reuses_connection);
-    CU_add_test(s, "unreachable backend keeps the batch", test_loop_unreachable_keeps_batch);
-    CU_add_test(s, "close aborts in-flight requests", test_loop_close_aborts_inflight);
-
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return sg_test_main(suites);
 }

@@ -7,7 +7,6 @@
  *
  * Build: test_http.c linked with sg_http (libuv, libmicrohttpd) and Threads.
  */
-#include <CUnit/Basic.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -21,6 +20,7 @@
 #include "buf.h"
 #include "common.h"
 #include "http.h"
+#include "sg_test.h"
 
 #define NREQ 5
 
@@ -163,21 +163,17 @@ static void test_bad_listen(void)
     CU_ASSERT_EQUAL(uv_loop_close(&loop), 0);
 }
 
+static const struct sg_test endpoints_tests[] = {
+    {"metrics, healthz, 404, 405", test_endpoints},
+    {"bad listen address", test_bad_listen},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"endpoints", NULL, NULL, endpoints_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    CU_pSuite s;
-    int failed;
-
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    s = CU_add_suite("endpoints", NULL, NULL);
-    CU_add_test(s, "metrics, healthz, 404, 405", test_endpoints);
-    CU_add_test(s, "bad listen address", test_bad_listen);
-
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return sg_test_main(suites);
 }

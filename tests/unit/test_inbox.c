@@ -6,8 +6,8 @@
  */
 #include "inbox.h"
 #include "common.h"
+#include "sg_test.h"
 
-#include <CUnit/Basic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -282,23 +282,22 @@ static void test_fair_to_other_handles(void)
     CU_ASSERT_EQUAL(uv_loop_close(&f.loop), 0);
 }
 
+static const struct sg_test inbox_tests[] = {
+    {"4 producers, nothing lost or reordered", test_no_loss_no_reorder},
+    {"back-pressure with a tiny cap", test_backpressure_small_cap},
+    {"coalesced: nothing lost or reordered, both caps", test_no_loss_no_reorder_coalesced},
+    {"coalescing arms, holds and disarms the timer", test_coalesce_states},
+    {"push after close is refused", test_push_after_close_refused},
+    {"over the cap after the wait: appended and counted", test_overflow_after_wait},
+    {"a fast producer does not starve other handles", test_fair_to_other_handles},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"inbox", NULL, NULL, inbox_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s = CU_add_suite("inbox", NULL, NULL);
-    CU_add_test(s, "4 producers, nothing lost or reordered", test_no_loss_no_reorder);
-    CU_add_test(s, "back-pressure with a tiny cap", test_backpressure_small_cap);
-    CU_add_test(s, "coalesced: nothing lost or reordered, both caps",
-                test_no_loss_no_reorder_coalesced);
-    CU_add_test(s, "coalescing arms, holds and disarms the timer", test_coalesce_states);
-    CU_add_test(s, "push after close is refused", test_push_after_close_refused);
-    CU_add_test(s, "over the cap after the wait: appended and counted", test_overflow_after_wait);
-    CU_add_test(s, "a fast producer does not starve other handles", test_fair_to_other_handles);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return sg_test_main(suites);
 }

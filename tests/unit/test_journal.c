@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -21,27 +20,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
 
 #include "common.h"
 #include "journal.h"
 #include "log.h"
+#include "sg_test.h"
 
 static char tmpdir[256];
 static char jdir[300];
 
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int suite_init(void)
 {
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_journal.XXXXXX");
-    if (mkdtemp(tmpdir) == NULL) {
+    if (sg_test_mkdtemp(tmpdir, sizeof(tmpdir), "test_journal") != 0) {
         return -1;
     }
     /* Not there yet: open must create it (mkdir -p). */
@@ -56,12 +46,12 @@ static int suite_clean(void)
     char mnt[400];
     snprintf(mnt, sizeof(mnt), "%s/tiny", tmpdir);
     umount2(mnt, MNT_DETACH);
-    return nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return sg_test_rm_rf(tmpdir);
 }
 
 static void wipe(void)
 {
-    nftw(jdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    sg_test_rm_rf(jdir);
 }
 
 /* ---- a record log to compare against ---------------------------------- */
@@ -1152,48 +1142,45 @@ static void test_bench(void)
     printf("\n");
 }
 
+/* One suite per test: each gets a fresh temporary directory. */
+static const struct sg_suite suites[] = {
+    {"crc", suite_init, suite_clean, SG_TESTS({"CRC-32C known answers and chaining", test_crc})},
+    {"roundtrip", suite_init, suite_clean,
+     SG_TESTS({"append/replay round trip across size rotation", test_roundtrip_rotation})},
+    {"age", suite_init, suite_clean,
+     SG_TESTS({"segments rotate by arrival age", test_age_rotation})},
+    {"names", suite_init, suite_clean,
+     SG_TESTS({"zero-padded names replay in number order", test_names_sort})},
+    {"truncate", suite_init, suite_clean,
+     SG_TESTS({"truncation at every byte offset", test_truncate_every_offset})},
+    {"flip", suite_init, suite_clean,
+     SG_TESTS({"a flipped byte ends the segment at its record", test_flipped_byte})},
+    {"absurd", suite_init, suite_clean,
+     SG_TESTS({"an absurd length is a torn tail, not an allocation", test_absurd_length})},
+    {"headers", suite_init, suite_clean,
+     SG_TESTS({"torn, foreign and unknown-version headers", test_headers})},
+    {"open", suite_init, suite_clean,
+     SG_TESTS({"bad dirs and the directory lock", test_open_errors})},
+    {"trim", suite_init, suite_clean,
+     SG_TESTS({"trim deletes only old closed segments", test_trim})},
+    {"concurrent", suite_init, suite_clean,
+     SG_TESTS({"2 appending threads while trim runs lose nothing", test_concurrent_append_trim})},
+    {"sync", suite_init, suite_clean,
+     SG_TESTS({"the sync thread runs and data replays", test_sync_thread})},
+    {"enospc", suite_init, suite_clean,
+     SG_TESTS({"disk full: counted, clean, recovers", test_enospc})},
+    {"kill9", suite_init, suite_clean,
+     SG_TESTS({"kill -9 mid-segment: all records, zeros are a clean end", test_kill9_zero_tail})},
+    {"closecut", suite_init, suite_clean,
+     SG_TESTS({"close cuts the zeros written ahead", test_close_cuts_zeros})},
+    {"bench", suite_init, suite_clean, SG_TESTS({"append cost (printed)", test_bench})},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
     /* Torn tails and refused versions are logged by design; keep the
      * output readable. */
     sg_log_min_level = SG_LOG_ERROR + 1;
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    static const struct {
-        const char *suite;
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-        {"crc", "CRC-32C known answers and chaining", test_crc},
-        {"roundtrip", "append/replay round trip across size rotation", test_roundtrip_rotation},
-        {"age", "segments rotate by arrival age", test_age_rotation},
-        {"names", "zero-padded names replay in number order", test_names_sort},
-        {"truncate", "truncation at every byte offset", test_truncate_every_offset},
-        {"flip", "a flipped byte ends the segment at its record", test_flipped_byte},
-        {"absurd", "an absurd length is a torn tail, not an allocation", test_absurd_length},
-        {"headers", "torn, foreign and unknown-version headers", test_headers},
-        {"open", "bad dirs and the directory lock", test_open_errors},
-        {"trim", "trim deletes only old closed segments", test_trim},
-        {"concurrent", "2 appending threads while trim runs lose nothing",
-         test_concurrent_append_trim},
-        {"sync", "the sync thread runs and data replays", test_sync_thread},
-        {"enospc", "disk full: counted, clean, recovers", test_enospc},
-        {"kill9", "kill -9 mid-segment: all records, zeros are a clean end",
-         test_kill9_zero_tail},
-        {"closecut", "close cuts the zeros written ahead", test_close_cuts_zeros},
-        {"bench", "append cost (printed)", test_bench},
-    };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        CU_pSuite s = CU_add_suite(tests[i].suite, suite_init, suite_clean);
-        if (s == NULL || CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            CU_cleanup_registry();
-            return 1;
-        }
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return sg_test_main(suites);
 }

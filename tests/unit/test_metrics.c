@@ -3,7 +3,6 @@
  * Prometheus rendering of every contract metric with its value, HELP/TYPE
  * for every sample, label escaping, the stats line, and /proc reading.
  */
-#include <CUnit/Basic.h>
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
@@ -14,6 +13,7 @@
 #include "buf.h"
 #include "metrics.h"
 #include "reading.h"
+#include "sg_test.h"
 
 /* True if text contains the whole line `line` (without its newline). */
 static int has_line(const char *text, const char *line)
@@ -400,31 +400,39 @@ static void test_read_process(void)
     CU_ASSERT_EQUAL(m.open_fds, fds);
 }
 
+static const struct sg_test prometheus_tests[] = {
+    {"contract metrics with values", test_contract_metrics},
+    {"every sample has HELP and TYPE", test_every_sample_has_help_and_type},
+    {"label values escaped", test_label_escaping},
+    SG_TEST_END,
+};
+static const struct sg_test histogram_tests[] = {
+    {"buckets cumulative, +Inf == count", test_histogram_cumulative},
+    {"reading age has its own bounds", test_age_histogram},
+    SG_TEST_END,
+};
+static const struct sg_test liveness_tests[] = {
+    {"seconds since last message", test_since_last_message},
+    SG_TEST_END,
+};
+static const struct sg_test stats_line_tests[] = {
+    {"one logfmt line", test_stats_line},
+    SG_TEST_END,
+};
+static const struct sg_test process_tests[] = {
+    {"reads /proc/self", test_read_process},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"prometheus", NULL, NULL, prometheus_tests},
+    {"histogram", NULL, NULL, histogram_tests},
+    {"liveness", NULL, NULL, liveness_tests},
+    {"stats line", NULL, NULL, stats_line_tests},
+    {"process", NULL, NULL, process_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    CU_pSuite s;
-    int failed;
-
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    s = CU_add_suite("prometheus", NULL, NULL);
-    CU_add_test(s, "contract metrics with values", test_contract_metrics);
-    CU_add_test(s, "every sample has HELP and TYPE", test_every_sample_has_help_and_type);
-    CU_add_test(s, "label values escaped", test_label_escaping);
-    s = CU_add_suite("histogram", NULL, NULL);
-    CU_add_test(s, "buckets cumulative, +Inf == count", test_histogram_cumulative);
-    CU_add_test(s, "reading age has its own bounds", test_age_histogram);
-    s = CU_add_suite("liveness", NULL, NULL);
-    CU_add_test(s, "seconds since last message", test_since_last_message);
-    s = CU_add_suite("stats line", NULL, NULL);
-    CU_add_test(s, "one logfmt line", test_stats_line);
-    s = CU_add_suite("process", NULL, NULL);
-    CU_add_test(s, "reads /proc/self", test_read_process);
-
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return sg_test_main(suites);
 }

@@ -5,8 +5,8 @@
  */
 #include "common.h"
 #include "ring.h"
+#include "sg_test.h"
 
-#include <CUnit/Basic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -232,25 +232,37 @@ static void test_property_vs_model(void)
     run_property(1024, 0xFFFFFF00u, 0x55aa55u);
 }
 
+static const struct sg_test init_tests[] = {
+    {"nseqs_checks", test_init_checks},
+    SG_TEST_END,
+};
+static const struct sg_test dedup_tests[] = {
+    {"new_seen_check_does_not_mark", test_new_seen_check_does_not_mark},
+    {"too_old_and_slide", test_too_old_and_slide},
+    SG_TEST_END,
+};
+static const struct sg_test serial_wrap_tests[] = {
+    {"wraparound_2_32", test_wraparound},
+    SG_TEST_END,
+};
+static const struct sg_test reset_tests[] = {
+    {"jump_restarts_ring", test_reset},
+    SG_TEST_END,
+};
+static const struct sg_test property_tests[] = {
+    {"random_vs_model", test_property_vs_model},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"init", NULL, NULL, init_tests},
+    {"dedup", ring_setup, NULL, dedup_tests},
+    {"serial_wrap", ring_setup, NULL, serial_wrap_tests},
+    {"reset", ring_setup, NULL, reset_tests},
+    {"property", NULL, NULL, property_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s1 = CU_add_suite("init", NULL, NULL);
-    CU_add_test(s1, "nseqs_checks", test_init_checks);
-    CU_pSuite s2 = CU_add_suite("dedup", ring_setup, NULL);
-    CU_add_test(s2, "new_seen_check_does_not_mark", test_new_seen_check_does_not_mark);
-    CU_add_test(s2, "too_old_and_slide", test_too_old_and_slide);
-    CU_pSuite s3 = CU_add_suite("serial_wrap", ring_setup, NULL);
-    CU_add_test(s3, "wraparound_2_32", test_wraparound);
-    CU_pSuite s4 = CU_add_suite("reset", ring_setup, NULL);
-    CU_add_test(s4, "jump_restarts_ring", test_reset);
-    CU_pSuite s5 = CU_add_suite("property", NULL, NULL);
-    CU_add_test(s5, "random_vs_model", test_property_vs_model);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return sg_test_main(suites);
 }

@@ -9,8 +9,8 @@
 #include "common.h"
 #include "rollup.h"
 #include "series.h"
+#include "sg_test.h"
 
-#include <CUnit/Basic.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1289,43 +1289,67 @@ static void test_widest_window_ts_offsets(void)
     sg_rollup_engine_free(e);
 }
 
+static const struct sg_test options_tests[] = {
+    {"bad_options_rejected", test_options},
+    SG_TEST_END,
+};
+static const struct sg_test dedup_tests[] = {
+    {"duplicate_counted_in_window", test_dedup},
+    {"ring_overflow_and_seq_reset", test_ring_overflow_and_reset},
+    SG_TEST_END,
+};
+static const struct sg_test late_tests[] = {
+    {"late_and_duplicate_after_close", test_late},
+    {"restore_marks_and_replay", test_restore_and_replay},
+    SG_TEST_END,
+};
+static const struct sg_test stats_tests[] = {
+    {"gaps_across_wrap_faulty_last_tie", test_gaps_wrap_faulty_last},
+    {"invalid_reasons_and_accel_channels", test_invalid_and_accel},
+    {"rms_without_sum_of_squares", test_rms_without_sum_of_squares},
+    {"sketch_blocks_trimmed", test_sketch_blocks_trimmed},
+    {"widest_window_ts_offsets", test_widest_window_ts_offsets},
+    SG_TEST_END,
+};
+static const struct sg_test widths_tests[] = {
+    {"several_widths_and_partial_flush", test_several_widths},
+    SG_TEST_END,
+};
+static const struct sg_test closing_tests[] = {
+    {"per_series_watermark", test_per_series_watermark},
+    {"gateway_clock_tick", test_gateway_clock_tick},
+    SG_TEST_END,
+};
+static const struct sg_test series_tests[] = {
+    {"series_limit", test_series_limit},
+    {"idle_eviction", test_eviction},
+    {"table_random_add_remove", test_series_table_random},
+    SG_TEST_END,
+};
+static const struct sg_test batch_tests[] = {
+    {"batch_equals_single", test_batch_equals_single},
+    SG_TEST_END,
+};
+static const struct sg_test property_tests[] = {
+    {"random_stream_vs_model", test_property_random_stream},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"options", NULL, NULL, options_tests},
+    {"dedup", NULL, NULL, dedup_tests},
+    {"late", NULL, NULL, late_tests},
+    {"stats", NULL, NULL, stats_tests},
+    {"widths", NULL, NULL, widths_tests},
+    {"closing", NULL, NULL, closing_tests},
+    {"series", NULL, NULL, series_tests},
+    {"batch", NULL, NULL, batch_tests},
+    {"property", NULL, NULL, property_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s;
-    s = CU_add_suite("options", NULL, NULL);
-    CU_add_test(s, "bad_options_rejected", test_options);
-    s = CU_add_suite("dedup", NULL, NULL);
-    CU_add_test(s, "duplicate_counted_in_window", test_dedup);
-    CU_add_test(s, "ring_overflow_and_seq_reset", test_ring_overflow_and_reset);
-    s = CU_add_suite("late", NULL, NULL);
-    CU_add_test(s, "late_and_duplicate_after_close", test_late);
-    CU_add_test(s, "restore_marks_and_replay", test_restore_and_replay);
-    s = CU_add_suite("stats", NULL, NULL);
-    CU_add_test(s, "gaps_across_wrap_faulty_last_tie", test_gaps_wrap_faulty_last);
-    CU_add_test(s, "invalid_reasons_and_accel_channels", test_invalid_and_accel);
-    CU_add_test(s, "rms_without_sum_of_squares", test_rms_without_sum_of_squares);
-    CU_add_test(s, "sketch_blocks_trimmed", test_sketch_blocks_trimmed);
-    CU_add_test(s, "widest_window_ts_offsets", test_widest_window_ts_offsets);
-    s = CU_add_suite("widths", NULL, NULL);
-    CU_add_test(s, "several_widths_and_partial_flush", test_several_widths);
-    s = CU_add_suite("closing", NULL, NULL);
-    CU_add_test(s, "per_series_watermark", test_per_series_watermark);
-    CU_add_test(s, "gateway_clock_tick", test_gateway_clock_tick);
-    s = CU_add_suite("series", NULL, NULL);
-    CU_add_test(s, "series_limit", test_series_limit);
-    CU_add_test(s, "idle_eviction", test_eviction);
-    CU_add_test(s, "table_random_add_remove", test_series_table_random);
-    s = CU_add_suite("batch", NULL, NULL);
-    CU_add_test(s, "batch_equals_single", test_batch_equals_single);
-    s = CU_add_suite("property", NULL, NULL);
-    CU_add_test(s, "random_stream_vs_model", test_property_random_stream);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
+    int rc = sg_test_main(suites);
     col_reset();
-    return failed;
+    return rc;
 }

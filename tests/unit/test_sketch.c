@@ -9,8 +9,8 @@
  */
 #include "common.h"
 #include "sketch.h"
+#include "sg_test.h"
 
-#include <CUnit/Basic.h>
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -783,35 +783,50 @@ static void test_trim_releases_past_peak(void)
     sg_sketch_params_destroy(&p);
 }
 
+static const struct sg_test quantiles_random_tests[] = {
+    {"distributions_and_sizes", test_random_distributions},
+    SG_TEST_END,
+};
+static const struct sg_test rank_convention_tests[] = {
+    {"small_counts", test_small_counts_exact_rank},
+    SG_TEST_END,
+};
+static const struct sg_test extremes_tests[] = {
+    {"full_double_range", test_extremes_full_range},
+    {"non_finite_and_params", test_non_finite_rejected},
+    SG_TEST_END,
+};
+static const struct sg_test memory_tests[] = {
+    {"bound_collapses_lowest", test_memory_bound_collapse},
+    {"reset_reuses_blocks", test_reset_reuses_blocks},
+    {"count_overflow_widens", test_count_overflow_widens},
+    {"span_overflow_widens", test_span_overflow_widens},
+    {"inline_and_block_growth", test_inline_and_block_growth},
+    {"tiny_max_bins_collapse", test_tiny_max_bins_collapse},
+    {"reserve_first_block", test_reserve_first_block},
+    {"trim_releases_past_peak", test_trim_releases_past_peak},
+    SG_TEST_END,
+};
+static const struct sg_test shared_key_tests[] = {
+    {"key_of_equals_add", test_key_shared_between_sketches},
+    SG_TEST_END,
+};
+static const struct sg_test mapping_tests[] = {
+    {"key_against_long_double_log", test_mapping_against_log},
+    {"log2_path_quantiles", test_log2_path_quantiles},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"quantiles_random", suite_init, suite_cleanup, quantiles_random_tests},
+    {"rank_convention", suite_init, suite_cleanup, rank_convention_tests},
+    {"extremes", suite_init, suite_cleanup, extremes_tests},
+    {"memory", suite_init, suite_cleanup, memory_tests},
+    {"shared_key", suite_init, suite_cleanup, shared_key_tests},
+    {"mapping", suite_init, suite_cleanup, mapping_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s1 = CU_add_suite("quantiles_random", suite_init, suite_cleanup);
-    CU_add_test(s1, "distributions_and_sizes", test_random_distributions);
-    CU_pSuite s2 = CU_add_suite("rank_convention", suite_init, suite_cleanup);
-    CU_add_test(s2, "small_counts", test_small_counts_exact_rank);
-    CU_pSuite s3 = CU_add_suite("extremes", suite_init, suite_cleanup);
-    CU_add_test(s3, "full_double_range", test_extremes_full_range);
-    CU_add_test(s3, "non_finite_and_params", test_non_finite_rejected);
-    CU_pSuite s4 = CU_add_suite("memory", suite_init, suite_cleanup);
-    CU_add_test(s4, "bound_collapses_lowest", test_memory_bound_collapse);
-    CU_add_test(s4, "reset_reuses_blocks", test_reset_reuses_blocks);
-    CU_add_test(s4, "count_overflow_widens", test_count_overflow_widens);
-    CU_add_test(s4, "span_overflow_widens", test_span_overflow_widens);
-    CU_add_test(s4, "inline_and_block_growth", test_inline_and_block_growth);
-    CU_add_test(s4, "tiny_max_bins_collapse", test_tiny_max_bins_collapse);
-    CU_add_test(s4, "reserve_first_block", test_reserve_first_block);
-    CU_add_test(s4, "trim_releases_past_peak", test_trim_releases_past_peak);
-    CU_pSuite s5 = CU_add_suite("shared_key", suite_init, suite_cleanup);
-    CU_add_test(s5, "key_of_equals_add", test_key_shared_between_sketches);
-    CU_pSuite s6 = CU_add_suite("mapping", suite_init, suite_cleanup);
-    CU_add_test(s6, "key_against_long_double_log", test_mapping_against_log);
-    CU_add_test(s6, "log2_path_quantiles", test_log2_path_quantiles);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return sg_test_main(suites);
 }

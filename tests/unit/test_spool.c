@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,12 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <CUnit/Basic.h>
 #include <sqlite3.h>
 
 #include "common.h"
 #include "log.h"
 #include "spool.h"
+#include "sg_test.h"
 
 /* A fixed gateway clock for the tests (2026-01-01T00:00:00Z). */
 #define NOW_MS UINT64_C(1767225600000)
@@ -32,18 +31,9 @@
 static char tmpdir[256];
 static char spooldir[300];
 
-static int rm_cb(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
 static int suite_init(void)
 {
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_spool.XXXXXX");
-    if (mkdtemp(tmpdir) == NULL) {
+    if (sg_test_mkdtemp(tmpdir, sizeof(tmpdir), "test_spool") != 0) {
         return -1;
     }
     /* A directory that does not exist yet: open must create it (mkdir -p). */
@@ -53,7 +43,7 @@ static int suite_init(void)
 
 static int suite_clean(void)
 {
-    return nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    return sg_test_rm_rf(tmpdir);
 }
 
 /* Whether mkopts asks for synchronous=FULL. Most tests are about logic,
@@ -112,7 +102,7 @@ static bool body_is(const struct sg_spool_batch *b, size_t len, uint32_t seed)
 
 static void wipe_spool(void)
 {
-    nftw(spooldir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    sg_test_rm_rf(spooldir);
 }
 
 /* Every peeked seq from after_seq on, in order; returns the count. */
@@ -1195,53 +1185,59 @@ static void test_bench(void)
     printf("\n");
 }
 
+/* One suite per test: each gets a fresh temporary directory. */
+static const struct sg_suite suites[] = {
+    {"order", suite_init, suite_clean,
+     SG_TESTS({"push then peek returns batches oldest first", test_push_peek_order})},
+    {"ack", suite_init, suite_clean, SG_TESTS({"ack removes and updates totals", test_ack})},
+    {"dead", suite_init, suite_clean,
+     SG_TESTS({"dead letters keep status, reason and body", test_dead})},
+    {"dead_bound", suite_init, suite_clean,
+     SG_TESTS({"dead letters are bounded", test_dead_bound})},
+    {"seq_seed", suite_init, suite_clean,
+     SG_TESTS({"seq >= now_ms*10^6 and strictly increasing", test_seq_clock_seed})},
+    {"seq_reopen", suite_init, suite_clean,
+     SG_TESTS({"seq increases across reopen after all acked", test_seq_across_reopen})},
+    {"seq_dup", suite_init, suite_clean,
+     SG_TESTS({"a stored seq cannot be pushed twice", test_push_rejects_duplicate_seq})},
+    {"bound_bytes", suite_init, suite_clean,
+     SG_TESTS({"max_bytes drops the oldest and counts", test_bound_bytes})},
+    {"bound_count", suite_init, suite_clean,
+     SG_TESTS({"max_batches drops the oldest and counts", test_bound_count})},
+    {"close_mono", suite_init, suite_clean,
+     SG_TESTS({"push time is kept in memory", test_close_mono})},
+    {"close_note", suite_init, suite_clean,
+     SG_TESTS({"a noted window close time becomes close_mono_ms", test_close_note})},
+    {"oversize", suite_init, suite_clean,
+     SG_TESTS({"a batch over max_bytes is refused", test_oversize_refused})},
+    {"reopen", suite_init, suite_clean,
+     SG_TESTS({"reopen keeps batches byte-exact", test_reopen_byte_exact})},
+    {"corrupt_garbage", suite_init, suite_clean,
+     SG_TESTS({"garbage file is quarantined", test_corrupt_garbage})},
+    {"corrupt_truncated", suite_init, suite_clean,
+     SG_TESTS({"truncated db is quarantined", test_corrupt_truncated})},
+    {"corrupt_page", suite_init, suite_clean,
+     SG_TESTS({"damaged b-tree page is quarantined", test_corrupt_page})},
+    {"version", suite_init, suite_clean,
+     SG_TESTS({"unknown schema version is rejected", test_unknown_version})},
+    {"dir", suite_init, suite_clean,
+     SG_TESTS({"unusable directory gives SG_EIO and errno", test_unusable_dir})},
+    {"lock", suite_init, suite_clean,
+     SG_TESTS({"a second open of one dir is refused", test_dir_locked})},
+    {"marks", suite_init, suite_clean,
+     SG_TESTS({"marks: upsert keeps max, load, prune, durable", test_marks_upsert_load_prune})},
+    {"marks_atomic", suite_init, suite_clean,
+     SG_TESTS({"marks: a failed push stores no mark", test_marks_atomic})},
+    {"migrate", suite_init, suite_clean,
+     SG_TESTS({"a version 1 spool is migrated to 2", test_migrate_v1})},
+    {"bench", suite_init, suite_clean, SG_TESTS({"push+ack cost (printed)", test_bench})},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
     /* Quarantine and version errors are logged by design; keep the test
      * output readable. */
     sg_log_min_level = SG_LOG_ERROR + 1;
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    static const struct {
-        const char *suite;
-        const char *name;
-        void (*fn)(void);
-    } tests[] = {
-        {"order", "push then peek returns batches oldest first", test_push_peek_order},
-        {"ack", "ack removes and updates totals", test_ack},
-        {"dead", "dead letters keep status, reason and body", test_dead},
-        {"dead_bound", "dead letters are bounded", test_dead_bound},
-        {"seq_seed", "seq >= now_ms*10^6 and strictly increasing", test_seq_clock_seed},
-        {"seq_reopen", "seq increases across reopen after all acked", test_seq_across_reopen},
-        {"seq_dup", "a stored seq cannot be pushed twice", test_push_rejects_duplicate_seq},
-        {"bound_bytes", "max_bytes drops the oldest and counts", test_bound_bytes},
-        {"bound_count", "max_batches drops the oldest and counts", test_bound_count},
-        {"close_mono", "push time is kept in memory", test_close_mono},
-        {"close_note", "a noted window close time becomes close_mono_ms", test_close_note},
-        {"oversize", "a batch over max_bytes is refused", test_oversize_refused},
-        {"reopen", "reopen keeps batches byte-exact", test_reopen_byte_exact},
-        {"corrupt_garbage", "garbage file is quarantined", test_corrupt_garbage},
-        {"corrupt_truncated", "truncated db is quarantined", test_corrupt_truncated},
-        {"corrupt_page", "damaged b-tree page is quarantined", test_corrupt_page},
-        {"version", "unknown schema version is rejected", test_unknown_version},
-        {"dir", "unusable directory gives SG_EIO and errno", test_unusable_dir},
-        {"lock", "a second open of one dir is refused", test_dir_locked},
-        {"marks", "marks: upsert keeps max, load, prune, durable", test_marks_upsert_load_prune},
-        {"marks_atomic", "marks: a failed push stores no mark", test_marks_atomic},
-        {"migrate", "a version 1 spool is migrated to 2", test_migrate_v1},
-        {"bench", "push+ack cost (printed)", test_bench},
-    };
-    for (size_t i = 0; i < sizeof(tests) / sizeof(tests[0]); i++) {
-        CU_pSuite s = CU_add_suite(tests[i].suite, suite_init, suite_clean);
-        if (s == NULL || CU_add_test(s, tests[i].name, tests[i].fn) == NULL) {
-            CU_cleanup_registry();
-            return 1;
-        }
-    }
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed ? 1 : 0;
+    return sg_test_main(suites);
 }

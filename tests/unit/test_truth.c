@@ -10,8 +10,8 @@
 #include "truth.h"
 
 #include "sensegate.pb-c.h"
+#include "sg_test.h"
 
-#include <CUnit/Basic.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -566,33 +566,45 @@ static void test_fleet_bad_opts(void)
     CU_ASSERT(f == NULL);
 }
 
+static const struct sg_test truth_closing_and_late_tests[] = {
+    {"window closes at end + L; late goes to the next window", test_late},
+    {"late counted only for the widths that closed", test_two_widths},
+    {"gateway clock at series creation", test_new_series_clock},
+    SG_TEST_END,
+};
+static const struct sg_test truth_duplicates_and_order_tests[] = {
+    {"duplicates per series", test_duplicate},
+    {"out of order within lateness", test_out_of_order},
+    {"gaps across the 2^32 wrap", test_gaps_wrap},
+    SG_TEST_END,
+};
+static const struct sg_test truth_statistics_tests[] = {
+    {"exact moments, last on a tie, faulty", test_stats_exact},
+    {"quantile ranks floor(q*(n-1))", test_quantile_ranks},
+    {"ACCEL_G has three channels", test_accel_channels},
+    SG_TEST_END,
+};
+static const struct sg_test truth_validation_tests[] = {
+    {"invalid rules and skew bounds", test_invalid},
+    SG_TEST_END,
+};
+static const struct sg_test fleet_tests[] = {
+    {"same seed same bytes, other seed other bytes", test_fleet_deterministic},
+    {"payloads decode with protobuf-c, malformed ones do not", test_fleet_decodes},
+    {"each fault lands in its verdict", test_fleet_faults},
+    {"bad options rejected", test_fleet_bad_opts},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"truth: closing and late", NULL, NULL, truth_closing_and_late_tests},
+    {"truth: duplicates and order", NULL, NULL, truth_duplicates_and_order_tests},
+    {"truth: statistics", NULL, NULL, truth_statistics_tests},
+    {"truth: validation", NULL, NULL, truth_validation_tests},
+    {"fleet", NULL, NULL, fleet_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s = CU_add_suite("truth: closing and late", NULL, NULL);
-    CU_add_test(s, "window closes at end + L; late goes to the next window", test_late);
-    CU_add_test(s, "late counted only for the widths that closed", test_two_widths);
-    CU_add_test(s, "gateway clock at series creation", test_new_series_clock);
-    s = CU_add_suite("truth: duplicates and order", NULL, NULL);
-    CU_add_test(s, "duplicates per series", test_duplicate);
-    CU_add_test(s, "out of order within lateness", test_out_of_order);
-    CU_add_test(s, "gaps across the 2^32 wrap", test_gaps_wrap);
-    s = CU_add_suite("truth: statistics", NULL, NULL);
-    CU_add_test(s, "exact moments, last on a tie, faulty", test_stats_exact);
-    CU_add_test(s, "quantile ranks floor(q*(n-1))", test_quantile_ranks);
-    CU_add_test(s, "ACCEL_G has three channels", test_accel_channels);
-    s = CU_add_suite("truth: validation", NULL, NULL);
-    CU_add_test(s, "invalid rules and skew bounds", test_invalid);
-    s = CU_add_suite("fleet", NULL, NULL);
-    CU_add_test(s, "same seed same bytes, other seed other bytes", test_fleet_deterministic);
-    CU_add_test(s, "payloads decode with protobuf-c, malformed ones do not", test_fleet_decodes);
-    CU_add_test(s, "each fault lands in its verdict", test_fleet_faults);
-    CU_add_test(s, "bad options rejected", test_fleet_bad_opts);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return sg_test_main(suites);
 }
