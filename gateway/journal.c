@@ -1,5 +1,9 @@
 /*
  * journal: the ingest journal (see journal.h and docs/DURABILITY.md).
+ * Long file: one on-disk format, with its writer (mapped appends, rotation,
+ * preallocation), its sync thread and its reader (replay, torn tails, trim),
+ * all sharing the locked struct and the byte layout below. CRC-32C (tables
+ * and the hardware path) could move to its own file if a second user comes.
  *
  * Files in the journal directory:
  *   journal.lock                   flock(LOCK_EX) while a gateway has it open

@@ -2,6 +2,10 @@
  * spool: the bounded on-disk queue of rollup batches waiting for the
  * backend, and their dead letters, in one SQLite file <dir>/spool.db (WAL).
  * The layout, PRAGMAs and guarantees are described in docs/SPOOL.md.
+ * Long file: every function runs SQL against the one schema in this file
+ * and keeps the totals invariant below. Opening (probe, quarantine, schema
+ * migration: about 300 lines) could become spool_open.c, at the price of
+ * sharing struct sg_spool between two files.
  *
  * Invariants:
  * - Every change is one transaction that also rewrites the totals in the

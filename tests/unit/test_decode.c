@@ -8,6 +8,10 @@
  * checks that the committed files equal what this file generates and that
  * each decodes as its name says (good-*: every reading valid at FIX_NOW;
  * bad-*: SG_EDECODE or at least one invalid reading).
+ *
+ * Long file: one test per decoding rule, the differential harness against
+ * the protobuf-c reference and the fixture writer all build payloads with
+ * the same helpers at the top; split, they would each need a copy.
  */
 #include <errno.h>
 #include <float.h>

@@ -5,6 +5,8 @@
  * version), trim, concurrent appends from two threads while trim runs, the
  * sync thread, and a real ENOSPC on a tiny tmpfs (root only). Ends with a
  * printed (not asserted) append cost. Each suite has its own temp dir.
+ * Long file: one suite per journal property, all on the record log and
+ * segment helpers at the top (a split would copy them).
  */
 #include <errno.h>
 #include <fcntl.h>

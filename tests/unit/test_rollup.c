@@ -5,6 +5,8 @@
  * watermarks, gateway-clock closing, the series limit, eviction, and a
  * property test of a random stream against an independent simple model with
  * brute-force statistics of every emitted window.
+ * Long file: one suite per rule of docs/SEMANTICS.md plus the property test's
+ * independent model, all on the collector at the top.
  */
 #include "common.h"
 #include "rollup.h"

@@ -6,6 +6,8 @@
  * reuse of bin blocks after reset. The log-free bucket mapping is checked
  * value by value against ceil(n log2 |x|) computed in long double, at bucket
  * boundaries and their neighbours, for several alphas (table and log2 paths).
+ * Long file: just over the line; the quantile tests and the bucket-mapping
+ * checks share the seeded generator. The mapping checks could move out.
  */
 #include "common.h"
 #include "sketch.h"

@@ -6,6 +6,8 @@
  * atomic with the batch) and the version 1 -> 2 migration. Each test works
  * in its own temporary directory.
  * Ends with a small benchmark print (not an assertion) of push+ack cost.
+ * Long file: one test per spool guarantee, all on the open/push/fill helpers
+ * at the top (a split would copy them).
  */
 #include <errno.h>
 #include <fcntl.h>
