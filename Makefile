@@ -64,6 +64,7 @@ DEB_OUT   ?= dist
 DEB_CHECK ?= 0
 DEB_SRC    = build-deb-$(DEB_ARCH)/sensegate
 deb:
+	scripts/install-deps.sh --deb $(if $(filter-out $(shell dpkg --print-architecture 2>/dev/null),$(DEB_ARCH)),--arm64)
 	rm -rf build-deb-$(DEB_ARCH) && mkdir -p $(DEB_SRC) $(DEB_OUT)
 	bash -c '. docker/podman-lib.sh && sg_source_tar .' | tar -x -C $(DEB_SRC)
 	cd $(DEB_SRC) && DEB_BUILD_OPTIONS="$(if $(filter 1,$(DEB_CHECK)),,nocheck )$(DEB_BUILD_OPTIONS)" \
@@ -76,4 +77,4 @@ bench: build
 	python3 bench/bench.py --build $(BUILD) --out $(BUILD)/bench.json
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz build-arm64 build-ci-* build-deb-* dist

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages sensegate needs, only those missing.
-# Usage: scripts/install-deps.sh [--dev | --arm64]   (--dev adds fuzzing/profiling tools;
-#        --arm64 the aarch64 cross toolchain, qemu-user and arm64 -dev packages)
+# Usage: scripts/install-deps.sh [--dev | --arm64 | --deb]
+#   --dev    adds fuzzing/profiling tools and clang (scripts/ci-builds, make fuzz)
+#   --arm64  the aarch64 cross toolchain, qemu-user and arm64 -dev packages
+#   --deb    what make deb needs (debhelper, lintian; with --arm64 also the
+#            arm64 pkg-config that debhelper's CMake cross build calls)
 set -euo pipefail
 
 pkgs=(
@@ -15,15 +18,21 @@ pkgs=(
   # Tests: a real Prometheus scrapes the gateway; the live view runs in tmux.
   prometheus tmux
 )
-if [[ "${1:-}" == "--dev" ]]; then
+want() { local f; for f in "${flags[@]}"; do [[ $f == "$1" ]] && return 0; done; return 1; }
+flags=("$@")
+if want --dev; then
   pkgs+=(clang-14 libclang-rt-14-dev valgrind)
+fi
+if want --deb; then
+  pkgs+=(debhelper lintian dpkg-dev fakeroot)
 fi
 # --arm64 (scripts/ci-arm64, docs/ARM64.md): the cross compiler, qemu-user to
 # run the arm64 tests, and the arm64 -dev packages next to the amd64 ones
 # (Debian multiarch). They are Multi-Arch: same, so each must be at the same
 # version as its amd64 twin; apt upgrades the amd64 one when they differ.
-if [[ "${1:-}" == "--arm64" ]]; then
+if want --arm64; then
   pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+  want --deb && pkgs+=(pkgconf:arm64)
   for p in libuv1-dev libpaho-mqtt-dev libprotobuf-c-dev libcyaml-dev libyaml-dev \
            libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev \
            libcunit1-dev libsystemd-dev; do
@@ -52,8 +61,10 @@ if [[ $(id -u) -ne 0 ]]; then
   SUDO="sudo"
 fi
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Wait for another apt (unattended upgrades, a parallel job) instead of failing.
+lock=(-o DPkg::Lock::Timeout=300)
+$SUDO apt-get "${lock[@]}" update -qq
+$SUDO apt-get "${lock[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts a system mosquitto (and prometheus) where systemd runs; our
 # tests and demo start their own on free loopback ports and never use them.
 if command -v systemctl >/dev/null 2>&1 && [[ -d /run/systemd/system ]]; then
