@@ -20,12 +20,16 @@ the table without a step here fails the test, so no key goes untested.
 A second scenario checks two live keys by behaviour alone, with readings
 flowing: backend.timeout_ms (a backend slower than the new timeout starts
 getting retried) and spool.max_batches (batches piling up while the backend
-answers 503 are dropped at the new bound on the next push).
+answers 503 are dropped at the new bound on the next push). A third one
+does the same for the decoder's limits: limits.max_readings_per_batch and
+validation.max_future_ms turn readings the gateway accepted before the
+reload into invalid ones (batch_limit, ts_future) after it.
 """
 import json
 import os
 import re
 import signal
+import time
 
 from harness import Env, Runner, http_get, wait_for, wait_log
 
@@ -251,8 +255,60 @@ def test_live_keys_take_effect():
         env.close(failed=not ok)
 
 
+def test_decoder_limits_take_effect():
+    env = Env("reload-decode")
+    ok = False
+    try:
+        broker = env.start_broker()
+        sink = env.start_sink()
+        cfg = env.gateway_config(broker.port, sink.port)
+        gw = env.start_gateway(cfg)
+        inv = 'sensegate_invalid_readings_total{reason="%s"}'
+        # Readings 200 s ahead of the clock, 10 per payload: all accepted
+        # under the defaults (max_future_ms 300000, 10000 per payload).
+        ahead = ["--sensors", "5", "--duration-s", "20", "--speedup", "20",
+                 "--readings-per-batch", "10"]
+
+        def run(tag, seed, *extra):
+            s = env.run_sim(broker.port, *ahead, "--seed", str(seed), *extra, tag=tag)
+            wait_for(lambda: env.metric(gw, "sensegate_mqtt_messages_total") >= total[0] +
+                     s["payloads_sent"], 30, f"the payloads of {tag}")
+            total[0] += s["payloads_sent"]
+            return s
+
+        total = [0]
+        future = str(int(time.time() * 1000) + 200000)
+        run("sim1", 41, "--start-ms", future)
+        m = env.metrics(gw)
+        assert m[inv % "ts_future"] == 0 and m[inv % "batch_limit"] == 0, m
+
+        env.gateway_config(broker.port, sink.port, limits__max_readings_per_batch=4)
+        gw.send(signal.SIGHUP)
+        wait_log(gw, "SIGHUP: limits.max_readings_per_batch: 10000 -> 4 applied", 10)
+        run("sim2", 42)
+        m = env.metrics(gw)
+        assert m[inv % "batch_limit"] > 0, m
+        assert m[inv % "ts_future"] == 0, m
+
+        env.gateway_config(broker.port, sink.port, validation__max_future_ms=60000)
+        gw.send(signal.SIGHUP)
+        wait_log(gw, "SIGHUP: validation.max_future_ms: 300000 -> 60000 applied", 10)
+        before = env.metric(gw, inv % "batch_limit")
+        future = str(int(time.time() * 1000) + 200000)
+        run("sim3", 43, "--start-ms", future)
+        m = env.metrics(gw)
+        assert m[inv % "ts_future"] > 0, m
+        assert m[inv % "batch_limit"] == before, \
+            "limits.max_readings_per_batch not back at 10000"
+        assert gw.stop(timeout=30) == 0
+        ok = True
+    finally:
+        env.close(failed=not ok)
+
+
 if __name__ == "__main__":
     r = Runner()
     r.run(test_every_key)
     r.run(test_live_keys_take_effect)
+    r.run(test_decoder_limits_take_effect)
     r.finish()
