@@ -2,6 +2,11 @@
  * config: embedded defaults, the sample file, a fully custom file, every
  * tests/data/bad-*.yaml against its bad-*.expected message, and the
  * cross-field rules of sg_config_check on structs changed in code.
+ *
+ * Long file: one suite per behaviour of the config module (defaults, the
+ * sample, custom files, every bad-*.yaml fixture, the checks, derived
+ * defaults, the key table against docs/OPERATING.md, the reload merge),
+ * linking only sg_config; the fixtures themselves are in tests/data.
  */
 #include "common.h"
 #include "config.h"
