@@ -99,6 +99,7 @@ int sg_sdnotify_new(struct sg_sdnotify **out, uv_loop_t *loop)
 /* Formats "PREFIX" + "STATUS=<fmt...>" into buf, the status part cut at
  * 255 bytes and at the first newline (a newline would start a new
  * assignment). */
+__attribute__((format(printf, 4, 0)))
 static void format_status(char *buf, size_t cap, const char *prefix, const char *fmt, va_list ap)
 {
     int n = snprintf(buf, cap, "%sSTATUS=", prefix);
