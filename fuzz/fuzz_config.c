@@ -1,6 +1,6 @@
 /*
  * fuzz_config: arbitrary bytes as a configuration file through
- * sg_config_load (libyaml position scan, libcyaml schema load, rules,
+ * sg_config_load (one libyaml pass driven by the key table, rules,
  * cross-field checks), exactly what `sensegate --check-config` and SIGHUP
  * run. A file that loads must pass sg_config_check again and hold values in
  * their documented ranges; an error must come with a message. No leak on

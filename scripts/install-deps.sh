@@ -10,7 +10,7 @@ set -euo pipefail
 pkgs=(
   build-essential cmake pkg-config python3
   libpaho-mqtt-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler libcunit1-dev
-  libcurl4-openssl-dev libcyaml-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
+  libcurl4-openssl-dev libyaml-dev libsqlite3-dev libmicrohttpd-dev libjansson-dev
   # Paho's CMake package (found by CMakeLists.txt) asks for OpenSSL's headers;
   # with --no-install-recommends nothing else brings them.
   libssl-dev libsystemd-dev
@@ -33,7 +33,7 @@ fi
 if want --arm64; then
   pkgs+=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
   want --deb && pkgs+=(pkgconf:arm64)
-  for p in libuv1-dev libpaho-mqtt-dev libprotobuf-c-dev libcyaml-dev libyaml-dev \
+  for p in libuv1-dev libpaho-mqtt-dev libprotobuf-c-dev libyaml-dev \
            libsqlite3-dev libcurl4-openssl-dev libssl-dev libmicrohttpd-dev libjansson-dev \
            libcunit1-dev libsystemd-dev; do
     pkgs+=("$p:arm64")
