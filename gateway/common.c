@@ -147,3 +147,15 @@ int sg_parse_hostport(const char *s, char *host, size_t hostcap, uint16_t *port)
     *port = (uint16_t)p;
     return 0;
 }
+
+void sg_redact_url(const char *url, char *out, size_t cap)
+{
+    const char *scheme = strstr(url, "://");
+    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
+    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
+    if (at != NULL && (slash == NULL || at < slash)) {
+        snprintf(out, cap, "%.*s***@%s", (int)(scheme + 3 - url), url, at + 1);
+    } else {
+        snprintf(out, cap, "%s", url);
+    }
+}

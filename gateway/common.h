@@ -33,6 +33,11 @@ void *sg_xcalloc(size_t n, size_t size);
 void *sg_xrealloc(void *p, size_t n);
 char *sg_xstrdup(const char *s);
 
+/* Copies url into out with the user:password part before the host replaced
+ * by three asterisks, for logs. A string without a scheme separator or
+ * without userinfo is copied as is. Truncates like snprintf. */
+void sg_redact_url(const char *url, char *out, size_t cap);
+
 /* Gateway wall clock (CLOCK_REALTIME), Unix epoch milliseconds. */
 uint64_t sg_now_ms(void);
 /* Monotonic clock (CLOCK_MONOTONIC), milliseconds since an arbitrary origin. */

@@ -1541,7 +1541,8 @@ void sg_config_value_str(const struct sg_config *c, const struct sg_config_key *
     case SG_KEY_STR:
     case SG_KEY_WORD: {
         const char *s = *cstr_at(c, k);
-        snprintf(out, cap, "%s", s ? s : "(unset)");
+        /* Values go to the log (reload): never a URL's user:password. */
+        sg_redact_url(s ? s : "(unset)", out, cap);
         break;
     }
     case SG_KEY_STRLIST:

@@ -82,6 +82,7 @@ struct gw {
     bool push_failed;          /* the last spool push failed (cleared by the next success) */
     bool replaying;            /* replay: records are not new MQTT messages */
     uint64_t last_trim_mono;
+    uint64_t keep_ms;          /* journal retention high-water of this run (never shrinks) */
 
     enum mqtt_state mqtt;
     uint32_t mqtt_failures;
@@ -489,7 +490,14 @@ static uint64_t journal_retention_ms(const struct sg_config *c)
 
 static void trim_journal(struct gw *g, uint64_t now)
 {
+    /* A reload may lower max_future_ms or the batch delay, but readings
+     * accepted under the old values still sit in windows that close late:
+     * retention never shrinks within a run. */
     uint64_t keep = journal_retention_ms(g->cfg);
+    if (keep < g->keep_ms) {
+        keep = g->keep_ms;
+    }
+    g->keep_ms = keep;
     if (g->journal == NULL || g->push_failed || now < 2 * keep) {
         /* While spool pushes fail the journal keeps everything: a restart
          * can then rebuild what could not be spooled. */
@@ -792,18 +800,6 @@ static int recover(struct gw *g)
 }
 
 /* The URL without any user:password@ part, for logs. */
-static void redact_url(const char *url, char *out, size_t cap)
-{
-    const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
-    const char *slash = scheme ? strchr(scheme + 3, '/') : NULL;
-    if (at != NULL && (slash == NULL || at < slash)) {
-        snprintf(out, cap, "%.*s***@%s", (int)(scheme + 3 - url), url, at + 1);
-    } else {
-        snprintf(out, cap, "%s", url);
-    }
-}
-
 static int start(struct gw *g)
 {
     struct sg_config *c = g->cfg;
@@ -972,8 +968,8 @@ static int start(struct gw *g)
     sg_sdnotify_new(&g->sd, &g->loop);
 
     char safe_url[1024], safe_uri[1024];
-    redact_url(c->backend.url, safe_url, sizeof safe_url);
-    redact_url(c->mqtt.uri, safe_uri, sizeof safe_uri);
+    sg_redact_url(c->backend.url, safe_url, sizeof safe_url);
+    sg_redact_url(c->mqtt.uri, safe_uri, sizeof safe_uri);
     sg_log(SG_LOG_INFO, "gateway",
            "sensegate %s started gateway_id=%s mqtt=%s backend=%s metrics=%s (port %u) spool=%s",
            SG_VERSION, c->gateway_id, safe_uri, safe_url, c->metrics.listen,

@@ -19,7 +19,29 @@ struct sg_ingest {
     struct sg_ingest_opts o;
     MQTTAsync_SSLOptions ssl;
     int *qos_list;
+    char **forgotten; /* removed by a reload while down: unsubscribed on the next subscribe */
+    size_t nforgotten;
 };
+
+static void free_forgotten(struct sg_ingest *in)
+{
+    for (size_t i = 0; i < in->nforgotten; i++) {
+        free(in->forgotten[i]);
+    }
+    free(in->forgotten);
+    in->forgotten = NULL;
+    in->nforgotten = 0;
+}
+
+static bool in_list(char *const *list, size_t n, const char *t)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(list[i], t) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
 
 const char *sg_ingest_strerror(int code)
 {
@@ -323,6 +345,26 @@ int sg_ingest_connect(struct sg_ingest *in)
 
 int sg_ingest_subscribe(struct sg_ingest *in)
 {
+    /* Filters a reload removed while we were down: out of the session
+     * first (Paho sends commands in order), unless they came back. */
+    if (in->nforgotten > 0) {
+        size_t k = 0;
+        for (size_t i = 0; i < in->nforgotten; i++) {
+            if (in_list(in->o.topics, in->o.ntopics, in->forgotten[i])) {
+                free(in->forgotten[i]);
+            } else {
+                in->forgotten[k++] = in->forgotten[i];
+            }
+        }
+        in->nforgotten = k;
+        if (k > 0) {
+            sg_log(SG_LOG_INFO, "ingest", "unsubscribing %zu filter(s) removed by a reload "
+                                          "while disconnected", k);
+            if (sg_ingest_unsubscribe(in, in->forgotten, k) == 0) {
+                free_forgotten(in);
+            }
+        }
+    }
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     struct sub_req *req = sg_xmalloc(sizeof *req);
     req->in = in;
@@ -370,6 +412,7 @@ void sg_ingest_free(struct sg_ingest *in)
         MQTTAsync_destroy(&in->client);
     }
     free(in->qos_list);
+    free_forgotten(in);
     free(in);
 }
 
@@ -452,6 +495,17 @@ int sg_ingest_subscribe_topics(struct sg_ingest *in, char *const *topics, size_t
         }
     }
     return 0;
+}
+
+void sg_ingest_forget_topics(struct sg_ingest *in, char *const *topics, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (in_list(in->forgotten, in->nforgotten, topics[i])) {
+            continue;
+        }
+        in->forgotten = sg_xrealloc(in->forgotten, (in->nforgotten + 1) * sizeof *in->forgotten);
+        in->forgotten[in->nforgotten++] = sg_xstrdup(topics[i]);
+    }
 }
 
 int sg_ingest_unsubscribe(struct sg_ingest *in, char *const *topics, size_t n)

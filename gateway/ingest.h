@@ -71,6 +71,13 @@ int sg_ingest_subscribe_topics(struct sg_ingest *in, char *const *topics, size_t
  * negative Paho code. */
 int sg_ingest_unsubscribe(struct sg_ingest *in, char *const *topics, size_t n);
 
+/* Reload while not connected: remembers topics[0..n) (copied) so the next
+ * sg_ingest_subscribe unsubscribes them first. A persistent session keeps
+ * the broker's subscriptions across a reconnect, so a filter removed while
+ * the client was down would otherwise keep delivering. A filter that is in
+ * the current topic list when the unsubscribe would go out is skipped. */
+void sg_ingest_forget_topics(struct sg_ingest *in, char *const *topics, size_t n);
+
 /* Starts a clean disconnect → SG_INBOX_DISCONNECTED. */
 int sg_ingest_disconnect(struct sg_ingest *in, int timeout_ms);
 

@@ -72,8 +72,13 @@ static size_t apply_topics(const struct sg_reload_targets *t, const struct sg_co
     }
     bool live = t->ingest != NULL && t->mqtt_live;
     if (live && nrem > 0 && sg_ingest_unsubscribe(t->ingest, removed, nrem) != 0) {
-        sg_log(SG_LOG_WARN, "ingest", "unsubscribe failed to start; the removed topics stay "
-                                      "subscribed until the next clean session");
+        sg_log(SG_LOG_WARN, "ingest", "unsubscribe failed to start; retried at the next "
+                                      "connect");
+        sg_ingest_forget_topics(t->ingest, removed, nrem);
+    } else if (!live && nrem > 0 && t->ingest != NULL) {
+        /* A persistent session keeps them at the broker: unsubscribe them
+         * at the next connect, before subscribing the new list. */
+        sg_ingest_forget_topics(t->ingest, removed, nrem);
     }
     if (live && nadd > 0 && sg_ingest_subscribe_topics(t->ingest, added, nadd) != 0) {
         sg_log(SG_LOG_WARN, "ingest", "subscribe failed to start; reconnecting");

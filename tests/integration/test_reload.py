@@ -28,7 +28,10 @@ reload into invalid ones (batch_limit, ts_future) after it.
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 from harness import Env, Runner, http_get, wait_for, wait_log
@@ -306,9 +309,66 @@ def test_decoder_limits_take_effect():
         env.close(failed=not ok)
 
 
+def test_topic_removed_while_down():
+    """A filter removed by a SIGHUP while the broker is away must not keep
+    delivering once the persistent session comes back (the broker kept the
+    subscription in the session); and a URL's password never reaches the
+    reload log."""
+    env = Env("reload-down")
+    ok = False
+    try:
+        pub = shutil.which("mosquitto_pub")
+        if not pub:
+            print("SKIP: mosquitto_pub not found")
+            sys.exit(77)
+        broker = env.start_broker(persistence=True)
+        sink = env.start_sink()
+        both = ["sensors/a/#", "sensors/b/#"]
+        cfg = env.gateway_config(broker.port, sink.port, mqtt__topics=both)
+        gw = env.start_gateway(cfg)
+        msgs = "sensegate_mqtt_messages_total"
+
+        def publish(port, topic):
+            subprocess.run([pub, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-t", topic,
+                            "-m", "not protobuf"], check=True, timeout=10)
+
+        publish(broker.port, "sensors/b/d1/dev1")
+        wait_for(lambda: env.metric(gw, msgs) == 1, 10, "the message on sensors/b")
+
+        assert broker.stop() == 0
+        wait_for(lambda: http_get(gw.metrics_port, "/healthz")[0] == 503, 20,
+                 "/healthz 503 with the broker down")
+        after = len(gw.output())
+        env.gateway_config(broker.port, sink.port, mqtt__topics=["sensors/a/#"],
+                           backend__url=f"http://reader:s3cret@127.0.0.1:{sink.port}")
+        gw.send(signal.SIGHUP)
+        wait_log(gw, "SIGHUP: reloaded", 10, after=after)
+        seg = gw.output()[after:]
+        assert "not connected; the new topics apply on connect" in seg, seg
+        assert "backend.url: http://***@127.0.0.1" in seg, seg
+        assert "s3cret" not in gw.output(), "a password from backend.url reached the log"
+
+        broker = env.start_broker(persistence=True, port=broker.port, tag=broker.tag,
+                                  log_tag="mosquitto-2")
+        env.wait_healthy(gw)
+        wait_log(gw, "unsubscribing 1 filter(s) removed by a reload while disconnected", 10)
+        wait_log(gw, "unsubscribe acknowledged by the broker", 10)
+        # In publish order: b (removed) first, then a (kept). Once a is
+        # counted, b would have been counted before it had it been delivered.
+        publish(broker.port, "sensors/b/d1/dev1")
+        publish(broker.port, "sensors/a/d1/dev1")
+        wait_for(lambda: env.metric(gw, msgs) >= 2, 10, "the message on sensors/a")
+        assert env.metric(gw, msgs) == 2, "a message on the removed filter was delivered"
+        assert gw.stop(timeout=30) == 0
+        ok = True
+    finally:
+        env.close(failed=not ok)
+
+
 if __name__ == "__main__":
     r = Runner()
     r.run(test_every_key)
     r.run(test_live_keys_take_effect)
     r.run(test_decoder_limits_take_effect)
+    r.run(test_topic_removed_while_down)
     r.finish()

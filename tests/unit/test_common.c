@@ -220,9 +220,30 @@ static void test_validate(void)
     CU_ASSERT_FALSE(sg_sensor_id_ok("a/b", 3));
 }
 
+/* Secrets never reach a log line through a URL (start-up, reload). */
+static void test_redact_url(void)
+{
+    char out[128];
+    sg_redact_url("https://user:s3cret@backend.example:8443/v1", out, sizeof out);
+    CU_ASSERT_STRING_EQUAL(out, "https://***@backend.example:8443/v1");
+    CU_ASSERT_PTR_NULL(strstr(out, "s3cret"));
+    sg_redact_url("mqtts://token@broker:8883", out, sizeof out);
+    CU_ASSERT_STRING_EQUAL(out, "mqtts://***@broker:8883");
+    /* An @ in the path is not userinfo. */
+    sg_redact_url("http://host:8080/a@b", out, sizeof out);
+    CU_ASSERT_STRING_EQUAL(out, "http://host:8080/a@b");
+    sg_redact_url("tcp://127.0.0.1:1883", out, sizeof out);
+    CU_ASSERT_STRING_EQUAL(out, "tcp://127.0.0.1:1883");
+    sg_redact_url("not a url @ all", out, sizeof out);
+    CU_ASSERT_STRING_EQUAL(out, "not a url @ all");
+    sg_redact_url("http://u:p@h/", out, 8);
+    CU_ASSERT_STRING_EQUAL(out, "http://");
+}
+
 static const struct sg_test parse_tests[] = {
     {"u64 and double", test_parse_u64},
     {"host:port", test_hostport},
+    {"url userinfo redacted", test_redact_url},
     SG_TEST_END,
 };
 static const struct sg_test buf_tests[] = {
