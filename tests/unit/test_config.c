@@ -11,6 +11,8 @@
 #include "common.h"
 #include "config.h"
 
+#include "sg_test.h"
+
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -1028,45 +1030,66 @@ static void test_error_structs(void)
     sg_config_errors_free(NULL);
 }
 
+static const struct sg_test defaults_tests[] = {
+    {"embedded defaults are the documented ones", test_defaults},
+    {"a file of comments gives the defaults", test_empty_file_is_defaults},
+    {"allow_root", test_allow_root},
+    SG_TEST_END,
+};
+static const struct sg_test sample_tests[] = {
+    {"config/sensegate.yaml equals the defaults", test_sample_equals_defaults},
+    {"its commented optional keys are valid", test_sample_optional_keys_valid},
+    SG_TEST_END,
+};
+static const struct sg_test custom_tests[] = {
+    {"every key set", test_custom},
+    {"some keys set, the rest defaults", test_partial},
+    SG_TEST_END,
+};
+static const struct sg_test errors_tests[] = {
+    {"each bad-*.yaml gives its bad-*.expected", test_bad_files},
+    {"missing file", test_missing_file},
+    {"error buffer bounds", test_error_buffer_bounds},
+    SG_TEST_END,
+};
+static const struct sg_test check_tests[] = {
+    {"series_idle_ms boundary", test_check_series_idle_boundary},
+    {"windows", test_check_windows},
+    {"mqtt", test_check_mqtt},
+    {"backend and limits", test_check_backend_and_limits},
+    {"strings", test_check_strings},
+    SG_TEST_END,
+};
+static const struct sg_test derived_defaults_tests[] = {
+    {"series_idle_ms follows lateness and windows", test_series_idle_follows},
+    SG_TEST_END,
+};
+static const struct sg_test key_table_tests[] = {
+    {"one row per field, each with a note", test_table_complete},
+    {"docs/OPERATING.md reload table matches", test_doc_table_matches},
+    {"errors are structs", test_error_structs},
+    SG_TEST_END,
+};
+static const struct sg_test reload_merge_tests[] = {
+    {"live keys applied, restart-only kept", test_merge_live_and_restart},
+    {"the diff sees each key alone", test_diff_each_key},
+    {"same file: no change, pointers kept", test_merge_same_file},
+    {"refused merge changes nothing", test_merge_refused},
+    SG_TEST_END,
+};
+static const struct sg_suite suites[] = {
+    {"defaults", NULL, NULL, defaults_tests},
+    {"sample", NULL, NULL, sample_tests},
+    {"custom", NULL, NULL, custom_tests},
+    {"errors", NULL, NULL, errors_tests},
+    {"check", check_init, check_cleanup, check_tests},
+    {"derived defaults", NULL, NULL, derived_defaults_tests},
+    {"key table", NULL, NULL, key_table_tests},
+    {"reload merge", NULL, NULL, reload_merge_tests},
+    SG_SUITE_END,
+};
+
 int main(void)
 {
-    if (CU_initialize_registry() != CUE_SUCCESS) {
-        return 1;
-    }
-    CU_pSuite s = CU_add_suite("defaults", NULL, NULL);
-    CU_add_test(s, "embedded defaults are the documented ones", test_defaults);
-    CU_add_test(s, "a file of comments gives the defaults", test_empty_file_is_defaults);
-    CU_add_test(s, "allow_root", test_allow_root);
-    s = CU_add_suite("sample", NULL, NULL);
-    CU_add_test(s, "config/sensegate.yaml equals the defaults", test_sample_equals_defaults);
-    CU_add_test(s, "its commented optional keys are valid", test_sample_optional_keys_valid);
-    s = CU_add_suite("custom", NULL, NULL);
-    CU_add_test(s, "every key set", test_custom);
-    CU_add_test(s, "some keys set, the rest defaults", test_partial);
-    s = CU_add_suite("errors", NULL, NULL);
-    CU_add_test(s, "each bad-*.yaml gives its bad-*.expected", test_bad_files);
-    CU_add_test(s, "missing file", test_missing_file);
-    CU_add_test(s, "error buffer bounds", test_error_buffer_bounds);
-    s = CU_add_suite("check", check_init, check_cleanup);
-    CU_add_test(s, "series_idle_ms boundary", test_check_series_idle_boundary);
-    CU_add_test(s, "windows", test_check_windows);
-    CU_add_test(s, "mqtt", test_check_mqtt);
-    CU_add_test(s, "backend and limits", test_check_backend_and_limits);
-    CU_add_test(s, "strings", test_check_strings);
-    s = CU_add_suite("derived defaults", NULL, NULL);
-    CU_add_test(s, "series_idle_ms follows lateness and windows", test_series_idle_follows);
-    s = CU_add_suite("key table", NULL, NULL);
-    CU_add_test(s, "one row per field, each with a note", test_table_complete);
-    CU_add_test(s, "docs/OPERATING.md reload table matches", test_doc_table_matches);
-    CU_add_test(s, "errors are structs", test_error_structs);
-    s = CU_add_suite("reload merge", NULL, NULL);
-    CU_add_test(s, "live keys applied, restart-only kept", test_merge_live_and_restart);
-    CU_add_test(s, "the diff sees each key alone", test_diff_each_key);
-    CU_add_test(s, "same file: no change, pointers kept", test_merge_same_file);
-    CU_add_test(s, "refused merge changes nothing", test_merge_refused);
-    CU_basic_set_mode(CU_BRM_VERBOSE);
-    CU_basic_run_tests();
-    int failed = CU_get_number_of_failures() != 0;
-    CU_cleanup_registry();
-    return failed;
+    return sg_test_main(suites);
 }
