@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-int sg_log_min_level = SG_LOG_INFO;
-int sg_log_json = 0;
+_Atomic int sg_log_min_level = SG_LOG_INFO;
+_Atomic int sg_log_json = 0;
 
 static const char *const level_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 

@@ -9,8 +9,10 @@
 
 enum sg_log_level { SG_LOG_DEBUG = 0, SG_LOG_INFO = 1, SG_LOG_WARN = 2, SG_LOG_ERROR = 3 };
 
-extern int sg_log_min_level;   /* messages below this level are not formatted */
-extern int sg_log_json;        /* 1: JSON lines instead of text */
+/* Set on the loop (start, SIGHUP), read on every thread that logs (Paho's
+ * too): atomic, so a reload racing a log line is defined behaviour. */
+extern _Atomic int sg_log_min_level; /* messages below this level are not formatted */
+extern _Atomic int sg_log_json;      /* 1: JSON lines instead of text */
 
 /* Level check before any formatting happens. */
 #define sg_log(level, module, ...)                                                        \
