@@ -41,6 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backoff.h"
 #include "common.h"
 #include "config.h"
 #include "encode.h"
@@ -96,16 +97,15 @@ struct sg_forward {
     char *gateway_id;
     char *ca_file;
     uint64_t timeout_ms;
-    uint64_t backoff_min_ms, backoff_max_ms, retry_after_max_ms;
+    uint64_t retry_after_max_ms;
     uint32_t max_inflight;
 
     struct fwd_req *reqs; /* in flight */
     uint32_t ninflight;
     struct fwd_sock *socks;    /* watched sockets */
     uint64_t cursor_seq;       /* highest seq started since the last failure */
-    uint32_t failures;         /* consecutive retryable answers */
     uint64_t backoff_until_ms; /* loop time (uv_now); no start before it */
-    uint64_t rng;              /* xorshift64* state for the jitter */
+    struct sg_backoff bo;      /* backend.backoff_*_ms; .failures: consecutive retryable answers */
     struct ratelimit rl_retry, rl_reject, rl_local;
 
     unsigned open_handles; /* uv handles whose close callback has not run */
@@ -142,29 +142,13 @@ enum sg_fwd_outcome sg_forward_classify(long http_status, int curl_code)
     return SG_FWD_RETRY;
 }
 
-uint64_t sg_forward_backoff_ms(uint32_t failures, uint64_t min_ms, uint64_t max_ms,
-                               int64_t retry_after_s, uint64_t retry_after_max_ms, double rnd)
+/* Retry-After on top of our own backoff: at least retry_after_s, clamped to
+ * retry_after_max_ms. */
+static uint64_t with_retry_after(uint64_t delay_ms, int64_t retry_after_s,
+                                 uint64_t retry_after_max_ms)
 {
-    uint64_t cap = 0, jitter, ra_ms = 0;
-    uint32_t i;
+    uint64_t ra_ms = 0;
 
-    if (failures > 0 && min_ms > 0) {
-        cap = min_ms < max_ms ? min_ms : max_ms;
-        for (i = 1; i < failures && cap < max_ms; i++) {
-            cap = cap > max_ms / 2 ? max_ms : cap * 2;
-        }
-    }
-    if (!(rnd > 0.0)) {
-        jitter = 0; /* also NaN */
-    } else if (rnd >= 1.0) {
-        jitter = cap;
-    } else {
-        /* Uniform over the integers 0..cap inclusive. */
-        jitter = (uint64_t)(rnd * ((double)cap + 1.0));
-        if (jitter > cap) {
-            jitter = cap;
-        }
-    }
     /* libcurl 7.88.1 returns a large negative value for a Retry-After date
      * in the past (clamped only since 8.12.0): that means "now". */
     if (retry_after_s > 0) {
@@ -177,16 +161,14 @@ uint64_t sg_forward_backoff_ms(uint32_t failures, uint64_t min_ms, uint64_t max_
             ra_ms = retry_after_max_ms;
         }
     }
-    return jitter > ra_ms ? jitter : ra_ms;
+    return delay_ms > ra_ms ? delay_ms : ra_ms;
 }
 
-/* xorshift64*: jitter only needs to spread retries of many gateways. */
-static double next_rnd(struct sg_forward *f)
+uint64_t sg_forward_backoff_ms(uint32_t failures, uint64_t min_ms, uint64_t max_ms,
+                               int64_t retry_after_s, uint64_t retry_after_max_ms, double rnd)
 {
-    f->rng ^= f->rng >> 12;
-    f->rng ^= f->rng << 25;
-    f->rng ^= f->rng >> 27;
-    return (double)((f->rng * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+    return with_retry_after(sg_backoff_delay_ms(failures, min_ms, max_ms, 0, rnd), retry_after_s,
+                            retry_after_max_ms);
 }
 
 /* True when a line may be written now; *suppressed gets the count of lines
@@ -686,12 +668,12 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
              * backoff (the backend drops the repeat by batch_id), which
              * retries the ack too. */
             f->cursor_seq = 0;
-            backoff_until(f, f->backoff_min_ms > 1000 ? f->backoff_min_ms : 1000);
+            backoff_until(f, f->bo.min_ms > 1000 ? f->bo.min_ms : 1000);
         }
-        if (f->failures > 0) {
-            sg_log(SG_LOG_INFO, MOD, "backend answering again after failures=%u", f->failures);
+        if (f->bo.failures > 0) {
+            sg_log(SG_LOG_INFO, MOD, "backend answering again after failures=%u", f->bo.failures);
         }
-        f->failures = 0;
+        sg_backoff_reset(&f->bo);
         f->m->forward_ok++;
         sg_hist_observe(&f->m->forward_latency, (double)(uv_hrtime() - r->start_ns) / 1e9);
         /* close_mono_ms: when the batch's oldest window closed (spool.h), 0
@@ -714,7 +696,7 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
             /* Still spooled: it is sent again after the backoff, which tries
              * the move again. */
             f->cursor_seq = 0;
-            backoff_until(f, f->backoff_min_ms > 1000 ? f->backoff_min_ms : 1000);
+            backoff_until(f, f->bo.min_ms > 1000 ? f->bo.min_ms : 1000);
         }
         f->m->forward_rejected++;
         if (rl_allow(&f->rl_reject, now, &suppressed)) {
@@ -728,12 +710,10 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
 
     case SG_FWD_RETRY:
         f->m->forward_retry++;
-        if (f->failures < UINT32_MAX) {
-            f->failures++;
-        }
         curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &retry_after);
-        delay = sg_forward_backoff_ms(f->failures, f->backoff_min_ms, f->backoff_max_ms,
-                                      (int64_t)retry_after, f->retry_after_max_ms, next_rnd(f));
+        /* Counts the failure; Retry-After only ever lengthens the pause. */
+        delay = with_retry_after(sg_backoff_fail(&f->bo), (int64_t)retry_after,
+                                 f->retry_after_max_ms);
         /* The batch stays spooled; start again from the oldest not in flight. */
         f->cursor_seq = 0;
         backoff_until(f, delay);
@@ -743,7 +723,7 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
                        "backend unreachable, will retry batch_id=%s error=\"%s\" failures=%u "
                        "backoff_ms=%" PRIu64 " suppressed=%" PRIu64,
                        batch_id, r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(result),
-                       f->failures, delay, suppressed);
+                       f->bo.failures, delay, suppressed);
             } else if (status >= 300 && status <= 399) {
                 sg_log(SG_LOG_ERROR, MOD,
                        "backend answered a redirect, which is not followed; check backend.url "
@@ -754,7 +734,7 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
                        "backend busy or failing, will retry batch_id=%s status=%ld "
                        "retry_after_s=%" PRId64 " failures=%u backoff_ms=%" PRIu64
                        " suppressed=%" PRIu64,
-                       batch_id, status, (int64_t)retry_after, f->failures, delay, suppressed);
+                       batch_id, status, (int64_t)retry_after, f->bo.failures, delay, suppressed);
             }
         }
         break;
@@ -836,8 +816,6 @@ int sg_forward_new(struct sg_forward **out, uv_loop_t *loop, struct sg_spool *sp
     f->m = m;
     f->timeout_ms = opts->timeout_ms;
     f->max_inflight = opts->max_inflight;
-    f->backoff_min_ms = opts->backoff_min_ms;
-    f->backoff_max_ms = opts->backoff_max_ms;
     f->retry_after_max_ms = opts->retry_after_max_ms;
     f->post_url = make_post_url(opts->url);
     f->gateway_id = sg_xstrdup(opts->gateway_id);
@@ -847,7 +825,8 @@ int sg_forward_new(struct sg_forward **out, uv_loop_t *loop, struct sg_spool *sp
         f->auth_header = sg_xmalloc(n);
         snprintf(f->auth_header, n, "Authorization: Bearer %s", opts->token);
     }
-    f->rng = (uv_hrtime() ^ ((uint64_t)(uintptr_t)f << 16)) | 1;
+    sg_backoff_init(&f->bo, opts->backoff_min_ms, opts->backoff_max_ms, 0,
+                    uv_hrtime() ^ ((uint64_t)(uintptr_t)f << 16));
 
     rc = SG_EIO;
     /* Reference-counted and thread-safe in 7.88.1 (CURL_VERSION_THREADSAFE). */
@@ -899,8 +878,7 @@ int sg_forward_set_limits(struct sg_forward *f, const struct sg_forward_opts *op
         return SG_EINVAL;
     }
     f->timeout_ms = opts->timeout_ms;
-    f->backoff_min_ms = opts->backoff_min_ms;
-    f->backoff_max_ms = opts->backoff_max_ms;
+    sg_backoff_set_limits(&f->bo, opts->backoff_min_ms, opts->backoff_max_ms, 0);
     f->retry_after_max_ms = opts->retry_after_max_ms;
     if (opts->max_inflight != f->max_inflight) {
         f->max_inflight = opts->max_inflight;

@@ -11,6 +11,7 @@
  */
 #include "gateway.h"
 
+#include "backoff.h"
 #include "buf.h"
 #include "common.h"
 #include "decode.h"
@@ -85,7 +86,7 @@ struct gw {
     uint64_t keep_ms;          /* journal retention high-water of this run (never shrinks) */
 
     enum mqtt_state mqtt;
-    uint32_t mqtt_failures;
+    struct sg_backoff mqtt_backoff; /* reconnect delay; .failures since the last subscribe */
     bool ever_connected;
     enum stop_state stop;
     uint64_t stop_deadline_mono;
@@ -292,22 +293,17 @@ static void mqtt_retry_later(struct gw *g)
         return;
     }
     g->mqtt = MQTT_WAIT_RETRY;
-    g->mqtt_failures++;
     /* Exponential backoff with full jitter, at least min/2 so a flapping
-     * broker is not hammered. */
-    uint64_t cap = g->cfg->mqtt.reconnect_min_ms;
-    for (uint32_t i = 1; i < g->mqtt_failures && cap < g->cfg->mqtt.reconnect_max_ms; i++) {
-        cap *= 2;
-    }
-    if (cap > g->cfg->mqtt.reconnect_max_ms) {
-        cap = g->cfg->mqtt.reconnect_max_ms;
-    }
-    uint64_t lo = g->cfg->mqtt.reconnect_min_ms / 2;
-    uint64_t delay = lo + (uint64_t)((double)(cap - lo) * ((double)rand() / ((double)RAND_MAX + 1)));
+     * broker is not hammered. The limits are read here, so a reload
+     * applies at the next delay. */
+    const struct sg_config *c = g->cfg;
+    sg_backoff_set_limits(&g->mqtt_backoff, c->mqtt.reconnect_min_ms, c->mqtt.reconnect_max_ms,
+                          c->mqtt.reconnect_min_ms / 2);
+    uint64_t delay = sg_backoff_fail(&g->mqtt_backoff);
     sg_log(SG_LOG_INFO, "ingest", "reconnecting in %llu ms (attempt %u)",
-           (unsigned long long)delay, g->mqtt_failures);
+           (unsigned long long)delay, g->mqtt_backoff.failures);
     sg_sdnotify_status(g->sd, "mqtt down: reconnecting in %llu ms (attempt %u)",
-                       (unsigned long long)delay, g->mqtt_failures);
+                       (unsigned long long)delay, g->mqtt_backoff.failures);
     uv_timer_start(&g->mqtt_timer, on_mqtt_timer, delay, 0);
 }
 
@@ -371,7 +367,7 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
             break;
         }
         g->mqtt = MQTT_UP;
-        g->mqtt_failures = 0;
+        sg_backoff_reset(&g->mqtt_backoff);
         sg_log(SG_LOG_INFO, "ingest", "subscribed topics=%zu first=%s qos=%d", c->mqtt.ntopics,
                c->mqtt.topics[0], c->mqtt.qos);
         /* Spool, journal and metrics listener opened in start(): READY=1
@@ -996,7 +992,8 @@ int sg_gateway_run(struct sg_config *cfg)
     sg_log_json = cfg->log_format != NULL && strcmp(cfg->log_format, "json") == 0;
     g->m.gateway_id = cfg->gateway_id;
     g->m.start_time_ms = sg_now_ms();
-    srand((unsigned)(sg_now_ms() ^ (uint64_t)getpid()));
+    sg_backoff_init(&g->mqtt_backoff, cfg->mqtt.reconnect_min_ms, cfg->mqtt.reconnect_max_ms,
+                    cfg->mqtt.reconnect_min_ms / 2, sg_now_ms() ^ ((uint64_t)getpid() << 32));
     uv_loop_init(&g->loop);
     signal(SIGPIPE, SIG_IGN);
 
