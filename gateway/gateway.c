@@ -11,7 +11,6 @@
  */
 #include "gateway.h"
 
-#include "backoff.h"
 #include "buf.h"
 #include "common.h"
 #include "decode.h"
@@ -26,6 +25,7 @@
 #include "reload.h"
 #include "rollup.h"
 #include "sdnotify.h"
+#include "session.h"
 #include "spool.h"
 
 #include <errno.h>
@@ -46,7 +46,6 @@
 #define INBOX_COALESCE_MS 1
 #endif
 
-enum mqtt_state { MQTT_IDLE, MQTT_CONNECTING, MQTT_SUBSCRIBING, MQTT_UP, MQTT_WAIT_RETRY };
 enum stop_state { RUNNING, STOP_DISCONNECTING, STOP_DRAINING, STOP_CLOSING };
 
 struct gw {
@@ -85,9 +84,7 @@ struct gw {
     uint64_t last_trim_mono;
     uint64_t keep_ms;          /* journal retention high-water of this run (never shrinks) */
 
-    enum mqtt_state mqtt;
-    struct sg_backoff mqtt_backoff; /* reconnect delay; .failures since the last subscribe */
-    bool ever_connected;
+    struct sg_session mqtt;    /* the MQTT session's state machine (session.h) */
     enum stop_state stop;
     uint64_t stop_deadline_mono;
     uint64_t last_stats_mono;
@@ -233,7 +230,6 @@ static void snapshot(struct gw *g)
         m->journal_torn = js.torn_tails;
         m->journal_segments = js.segments;
     }
-    m->mqtt_connected = g->mqtt == MQTT_UP;
     sg_metrics_read_process(m);
 }
 
@@ -247,7 +243,7 @@ static int on_http(void *ctx, const char *path, struct sg_buf *body, const char 
         return 200;
     }
     if (strcmp(path, "/healthz") == 0) {
-        bool up = g->mqtt == MQTT_UP && g->stop == RUNNING;
+        bool up = sg_session_state(&g->mqtt) == SG_SESSION_UP && g->stop == RUNNING;
         bool spool_ok = g->m.spool_errors == 0;
         *ctype = "application/json";
         sg_buf_printf(body,
@@ -280,45 +276,86 @@ static void stats_line(struct gw *g)
 /* ------------------------------------------------------------------ */
 /* MQTT                                                                */
 
-static void mqtt_connect(struct gw *g);
+static void session_event(struct gw *g, enum sg_session_event ev, int arg);
 
 static void on_mqtt_timer(uv_timer_t *t)
 {
-    mqtt_connect(t->data);
+    session_event(t->data, SG_SESSION_EV_TIMER, 0);
 }
 
-static void mqtt_retry_later(struct gw *g)
+/* The counters of a CONNACK, done first so their warning comes before the
+ * "connected" line. Clears the bits it did. */
+static void session_count(struct gw *g, struct sg_session_actions *a)
 {
-    if (g->stop != RUNNING) {
-        return;
+    if (a->bits & SG_SESSION_DO_COUNT_RECONNECT) {
+        g->m.mqtt_reconnects++;
     }
-    g->mqtt = MQTT_WAIT_RETRY;
-    /* Exponential backoff with full jitter, at least min/2 so a flapping
-     * broker is not hammered. The limits are read here, so a reload
-     * applies at the next delay. */
+    if (a->bits & SG_SESSION_DO_COUNT_SESSION_LOST) {
+        g->m.mqtt_session_lost++;
+        sg_log(SG_LOG_WARN, "ingest",
+               "broker did not keep our session; readings queued while we were away are "
+               "lost at the broker");
+    }
+    a->bits &= ~(unsigned)(SG_SESSION_DO_COUNT_RECONNECT | SG_SESSION_DO_COUNT_SESSION_LOST);
+}
+
+/* Performs what the session decided, in the order session.h gives. A
+ * connect or subscribe that cannot even be started is fed back as its
+ * failure event. (Stop is done by begin_stop, which waits for Paho.) */
+static void session_apply(struct gw *g, struct sg_session_actions a)
+{
     const struct sg_config *c = g->cfg;
-    sg_backoff_set_limits(&g->mqtt_backoff, c->mqtt.reconnect_min_ms, c->mqtt.reconnect_max_ms,
-                          c->mqtt.reconnect_min_ms / 2);
-    uint64_t delay = sg_backoff_fail(&g->mqtt_backoff);
-    sg_log(SG_LOG_INFO, "ingest", "reconnecting in %llu ms (attempt %u)",
-           (unsigned long long)delay, g->mqtt_backoff.failures);
-    sg_sdnotify_status(g->sd, "mqtt down: reconnecting in %llu ms (attempt %u)",
-                       (unsigned long long)delay, g->mqtt_backoff.failures);
-    uv_timer_start(&g->mqtt_timer, on_mqtt_timer, delay, 0);
+
+    session_count(g, &a);
+    if (a.bits & SG_SESSION_DO_MARK_CONNECTED) {
+        g->m.mqtt_connected = 1;
+    }
+    if (a.bits & SG_SESSION_DO_MARK_DISCONNECTED) {
+        g->m.mqtt_connected = 0;
+    }
+    if (a.bits & SG_SESSION_DO_DISCONNECT) {
+        sg_ingest_disconnect(g->ingest, 0);
+    }
+    if (a.bits & SG_SESSION_DO_STOP_TIMER) {
+        uv_timer_stop(&g->mqtt_timer);
+    }
+    if (a.bits & SG_SESSION_DO_ARM_TIMER) {
+        sg_log(SG_LOG_INFO, "ingest", "reconnecting in %llu ms (attempt %u)",
+               (unsigned long long)a.delay_ms, a.attempt);
+        sg_sdnotify_status(g->sd, "mqtt down: reconnecting in %llu ms (attempt %u)",
+                           (unsigned long long)a.delay_ms, a.attempt);
+        uv_timer_start(&g->mqtt_timer, on_mqtt_timer, a.delay_ms, 0);
+    }
+    if (a.bits & SG_SESSION_DO_CONNECT) {
+        int rc = sg_ingest_connect(g->ingest);
+        if (rc != 0) {
+            sg_log(SG_LOG_WARN, "ingest", "connect to %s failed to start: %s", c->mqtt.uri,
+                   sg_ingest_strerror(rc));
+            session_event(g, SG_SESSION_EV_CONNECT_FAILED, rc);
+        }
+    }
+    if (a.bits & SG_SESSION_DO_SUBSCRIBE) {
+        if (sg_ingest_subscribe(g->ingest) != 0) {
+            sg_log(SG_LOG_WARN, "ingest", "subscribe failed to start; reconnecting");
+            session_event(g, SG_SESSION_EV_SUBACK_FAILED, -1);
+        }
+    }
+    if (a.bits & SG_SESSION_DO_REPORT_UP) {
+        sg_log(SG_LOG_INFO, "ingest", "subscribed topics=%zu first=%s qos=%d", c->mqtt.ntopics,
+               c->mqtt.topics[0], c->mqtt.qos);
+        /* Spool, journal and metrics listener opened in start(): READY=1
+         * (first time only) means readings are taken and stored now. */
+        if (a.bits & SG_SESSION_DO_NOTIFY_READY) {
+            sg_sdnotify_ready(g->sd, "mqtt up: subscribed to %zu topic(s)", c->mqtt.ntopics);
+        } else {
+            sg_sdnotify_status(g->sd, "mqtt up: subscribed to %zu topic(s)", c->mqtt.ntopics);
+        }
+    }
 }
 
-static void mqtt_connect(struct gw *g)
+static void session_event(struct gw *g, enum sg_session_event ev, int arg)
 {
-    if (g->stop != RUNNING) {
-        return;
-    }
-    g->mqtt = MQTT_CONNECTING;
-    int rc = sg_ingest_connect(g->ingest);
-    if (rc != 0) {
-        sg_log(SG_LOG_WARN, "ingest", "connect to %s failed to start: %s", g->cfg->mqtt.uri,
-               sg_ingest_strerror(rc));
-        mqtt_retry_later(g);
-    }
+    session_apply(g, sg_session_on(&g->mqtt, ev, arg));
 }
 
 static void begin_close(struct gw *g);
@@ -332,29 +369,19 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
 {
     const struct sg_config *c = g->cfg;
     switch (e->type) {
-    case SG_INBOX_CONNECTED:
+    case SG_INBOX_CONNECTED: {
         if (g->stop != RUNNING) {
             break;
         }
-        if (g->ever_connected) {
-            g->m.mqtt_reconnects++;
+        struct sg_session_actions a = sg_session_on(&g->mqtt, SG_SESSION_EV_CONNECT_OK, e->arg);
+        if (a.bits & SG_SESSION_DO_SUBSCRIBE) {
+            session_count(g, &a);
+            sg_log(SG_LOG_INFO, "ingest", "connected uri=%s client_id=%s session_present=%d",
+                   c->mqtt.uri, c->mqtt.client_id, e->arg);
         }
-        if (!e->arg && g->ever_connected && !c->mqtt.clean_session) {
-            g->m.mqtt_session_lost++;
-            sg_log(SG_LOG_WARN, "ingest",
-                   "broker did not keep our session; readings queued while we were away are "
-                   "lost at the broker");
-        }
-        g->ever_connected = true;
-        sg_log(SG_LOG_INFO, "ingest", "connected uri=%s client_id=%s session_present=%d", c->mqtt.uri,
-               c->mqtt.client_id, e->arg);
-        g->mqtt = MQTT_SUBSCRIBING;
-        if (sg_ingest_subscribe(g->ingest) != 0) {
-            sg_log(SG_LOG_WARN, "ingest", "subscribe failed to start; reconnecting");
-            sg_ingest_disconnect(g->ingest, 0);
-            mqtt_retry_later(g);
-        }
+        session_apply(g, a);
         break;
+    }
     case SG_INBOX_SUBSCRIBED:
         if (g->stop != RUNNING) {
             break;
@@ -362,17 +389,10 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
         if (e->arg != 0) {
             sg_log(SG_LOG_ERROR, "ingest", "subscribe refused by the broker (code %d) for %zu topic(s)",
                    e->arg, c->mqtt.ntopics);
-            sg_ingest_disconnect(g->ingest, 0);
-            mqtt_retry_later(g);
+            session_event(g, SG_SESSION_EV_SUBACK_FAILED, e->arg);
             break;
         }
-        g->mqtt = MQTT_UP;
-        sg_backoff_reset(&g->mqtt_backoff);
-        sg_log(SG_LOG_INFO, "ingest", "subscribed topics=%zu first=%s qos=%d", c->mqtt.ntopics,
-               c->mqtt.topics[0], c->mqtt.qos);
-        /* Spool, journal and metrics listener opened in start(): READY=1
-         * (first time only) means readings are taken and stored now. */
-        sg_sdnotify_ready(g->sd, "mqtt up: subscribed to %zu topic(s)", c->mqtt.ntopics);
+        session_event(g, SG_SESSION_EV_SUBACK_OK, 0);
         break;
     case SG_INBOX_CONNECT_FAILED:
         if (g->stop != RUNNING) {
@@ -380,14 +400,14 @@ static void on_mqtt_event(struct gw *g, const struct sg_inmsg *e)
         }
         sg_log(SG_LOG_WARN, "ingest", "cannot connect to %s: %s (code %d)", c->mqtt.uri,
                sg_ingest_strerror(e->arg), e->arg);
-        mqtt_retry_later(g);
+        session_event(g, SG_SESSION_EV_CONNECT_FAILED, e->arg);
         break;
     case SG_INBOX_CONNECTION_LOST:
         if (g->stop != RUNNING) {
             break;
         }
         sg_log(SG_LOG_WARN, "ingest", "connection to %s lost", c->mqtt.uri);
-        mqtt_retry_later(g);
+        session_event(g, SG_SESSION_EV_LOST, 0);
         break;
     case SG_INBOX_DISCONNECTED:
         if (g->stop == STOP_DISCONNECTING) {
@@ -532,15 +552,17 @@ static void reload(struct gw *g)
 {
     struct sg_reload_targets t = {
         .ingest = g->ingest,
-        .mqtt_live = g->stop == RUNNING && (g->mqtt == MQTT_UP || g->mqtt == MQTT_SUBSCRIBING),
+        .mqtt_live = g->stop == RUNNING && sg_session_live(&g->mqtt),
         .dec = g->dec,
         .eng = g->eng,
         .spool = g->spool,
         .fwd = g->fwd,
     };
-    if (sg_reload(&g->cfg, &t) == SG_RELOAD_RESUBSCRIBE) {
-        sg_ingest_disconnect(g->ingest, 0);
-        mqtt_retry_later(g);
+    enum sg_reload_outcome rr = sg_reload(&g->cfg, &t);
+    /* reconnect_*_ms are live: from the next delay on. */
+    sg_session_set_backoff(&g->mqtt, g->cfg->mqtt.reconnect_min_ms, g->cfg->mqtt.reconnect_max_ms);
+    if (rr == SG_RELOAD_RESUBSCRIBE) {
+        session_event(g, SG_SESSION_EV_RECONNECT, 0);
     }
 }
 
@@ -668,9 +690,10 @@ static void on_disconnect_timeout(uv_timer_t *t)
 static void begin_stop(struct gw *g)
 {
     g->stop_deadline_mono = uv_now(&g->loop) + g->cfg->shutdown_timeout_ms;
+    struct sg_session_actions a = sg_session_on(&g->mqtt, SG_SESSION_EV_STOP, 0);
     uv_timer_stop(&g->mqtt_timer);
     uv_timer_stop(&g->tick_timer);
-    if (g->mqtt == MQTT_UP || g->mqtt == MQTT_SUBSCRIBING || g->mqtt == MQTT_CONNECTING) {
+    if (a.bits & SG_SESSION_DO_DISCONNECT) {
         g->stop = STOP_DISCONNECTING;
         if (sg_ingest_disconnect(g->ingest, 1000) == 0) {
             uv_timer_start(&g->stop_timer, on_disconnect_timeout, 3000, 0);
@@ -971,7 +994,7 @@ static int start(struct gw *g)
            SG_VERSION, c->gateway_id, safe_uri, safe_url, c->metrics.listen,
            (unsigned)sg_http_port(g->http), c->spool.dir);
     sg_forward_kick(g->fwd);
-    mqtt_connect(g);
+    session_event(g, SG_SESSION_EV_START, 0);
     return 0;
 }
 
@@ -992,8 +1015,8 @@ int sg_gateway_run(struct sg_config *cfg)
     sg_log_json = cfg->log_format != NULL && strcmp(cfg->log_format, "json") == 0;
     g->m.gateway_id = cfg->gateway_id;
     g->m.start_time_ms = sg_now_ms();
-    sg_backoff_init(&g->mqtt_backoff, cfg->mqtt.reconnect_min_ms, cfg->mqtt.reconnect_max_ms,
-                    cfg->mqtt.reconnect_min_ms / 2, sg_now_ms() ^ ((uint64_t)getpid() << 32));
+    sg_session_init(&g->mqtt, cfg->mqtt.clean_session, cfg->mqtt.reconnect_min_ms,
+                    cfg->mqtt.reconnect_max_ms, sg_now_ms() ^ ((uint64_t)getpid() << 32));
     uv_loop_init(&g->loop);
     signal(SIGPIPE, SIG_IGN);
 
