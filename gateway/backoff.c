@@ -45,8 +45,8 @@ uint64_t sg_backoff_jitter_ms(uint64_t lo_ms, uint64_t cap_ms, double rnd)
     return lo_ms + j;
 }
 
-uint64_t sg_backoff_delay_ms(uint32_t failures, uint64_t min_ms, uint64_t max_ms,
-                             uint64_t floor_ms, double rnd)
+uint64_t sg_backoff_delay_ms(uint32_t failures, uint64_t min_ms, uint64_t max_ms, uint64_t floor_ms,
+                             double rnd)
 {
     return sg_backoff_jitter_ms(floor_ms, sg_backoff_cap_ms(failures, min_ms, max_ms), rnd);
 }

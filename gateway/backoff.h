@@ -24,8 +24,8 @@ uint64_t sg_backoff_jitter_ms(uint64_t lo_ms, uint64_t cap_ms, double rnd);
  * cap = sg_backoff_cap_ms(failures, min_ms, max_ms). floor_ms 0 is plain
  * full jitter (the backend); the reconnect uses min_ms / 2 so a flapping
  * broker is not hammered. Pure. */
-uint64_t sg_backoff_delay_ms(uint32_t failures, uint64_t min_ms, uint64_t max_ms,
-                             uint64_t floor_ms, double rnd);
+uint64_t sg_backoff_delay_ms(uint32_t failures, uint64_t min_ms, uint64_t max_ms, uint64_t floor_ms,
+                             double rnd);
 
 /* A jitter source: returns a draw in [0,1) (other values are clamped as in
  * sg_backoff_jitter_ms). */
@@ -34,11 +34,11 @@ typedef double (*sg_backoff_rnd_fn)(void *arg);
 /* One retry schedule. A plain value embedded in its owner; read the
  * fields, change them only through the functions below. */
 struct sg_backoff {
-    uint64_t min_ms;     /* first cap */
-    uint64_t max_ms;     /* the cap stops growing here */
-    uint64_t floor_ms;   /* lower end of each delay (clamped to the cap); 0 = full jitter */
-    uint32_t failures;   /* consecutive failures since the last success (saturates) */
-    uint64_t rng;        /* xorshift64* state of the built-in jitter source */
+    uint64_t min_ms;       /* first cap */
+    uint64_t max_ms;       /* the cap stops growing here */
+    uint64_t floor_ms;     /* lower end of each delay (clamped to the cap); 0 = full jitter */
+    uint32_t failures;     /* consecutive failures since the last success (saturates) */
+    uint64_t rng;          /* xorshift64* state of the built-in jitter source */
     sg_backoff_rnd_fn rnd; /* injected jitter source, or NULL for the built-in one */
     void *rnd_arg;
 };

@@ -712,8 +712,8 @@ static void finish(struct sg_forward *f, struct fwd_req *r, CURLcode result)
         f->m->forward_retry++;
         curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &retry_after);
         /* Counts the failure; Retry-After only ever lengthens the pause. */
-        delay = with_retry_after(sg_backoff_fail(&f->bo), (int64_t)retry_after,
-                                 f->retry_after_max_ms);
+        delay =
+            with_retry_after(sg_backoff_fail(&f->bo), (int64_t)retry_after, f->retry_after_max_ms);
         /* The batch stays spooled; start again from the oldest not in flight. */
         f->cursor_seq = 0;
         backoff_until(f, delay);
