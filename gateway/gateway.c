@@ -3,7 +3,8 @@
  * through the inbox; curl and the metrics server run on the loop itself.
  *
  * A reading's path: Paho callback → inbox → on_inbox (decode, verdict,
- * aggregate) → rollup emit → pending batch → encode → spool → forward.
+ * aggregate) → rollup emit → batch (batch.c: appended; full batches are
+ * encoded and spooled after the inbox drain) → spool → forward.
  *
  * Shutdown order (see gateway.h) is a small state machine driven by inbox
  * events and timers, so the loop never blocks waiting for Paho or curl.
@@ -11,6 +12,7 @@
  */
 #include "gateway.h"
 
+#include "batch.h"
 #include "buf.h"
 #include "common.h"
 #include "decode.h"
@@ -67,19 +69,15 @@ struct gw {
 
     uv_timer_t tick_timer;     /* 1 s: gateway-clock window close, stats line */
     uv_timer_t batch_timer;    /* max_batch_delay_ms after the first pending rollup */
+    uv_check_t batch_check;    /* after a loop turn's callbacks: spool the full batches */
     uv_timer_t mqtt_timer;     /* reconnect backoff */
     uv_timer_t stop_timer;     /* shutdown deadlines */
     uv_signal_t sig_term, sig_int, sig_hup;
     int open_handles;          /* handles still to be closed at shutdown */
 
-    /* Rollups waiting to form a batch, and the spool marks of their windows. */
-    struct sg_rollup *pending;
-    size_t npending, cap_pending;
-    struct sg_spool_mark *marks;
-    struct sg_buf body;
+    struct sg_batch *batch;    /* rollups waiting to form batches, and their spooling */
     enum sg_verdict *verdicts; /* per reading of the payload in hand (reading-age metric) */
     size_t cap_verdicts;
-    bool push_failed;          /* the last spool push failed (cleared by the next success) */
     bool replaying;            /* replay: records are not new MQTT messages */
     uint64_t last_trim_mono;
     uint64_t keep_ms;          /* journal retention high-water of this run (never shrinks) */
@@ -92,92 +90,61 @@ struct gw {
 };
 
 /* ------------------------------------------------------------------ */
-/* Batching                                                            */
+/* Batching: batch.c assembles and spools; the gateway says when       */
 
-static void flush_batch(struct gw *g)
+static void on_batch_timer(uv_timer_t *t);
+
+/* After n > 0 batches went to the spool (or were refused by it): kick the
+ * forwarder, and time what is still pending from its oldest rollup. */
+static void after_spool(struct gw *g, size_t n)
 {
-    if (g->npending == 0) {
+    if (n == 0) {
         return;
     }
-    uv_timer_stop(&g->batch_timer);
-    const struct sg_config *c = g->cfg;
-    uint64_t seq = sg_spool_next_seq(g->spool);
-    char batch_id[160];
-    sg_encode_batch_id(batch_id, sizeof batch_id, c->gateway_id, seq);
-    uint64_t now = sg_now_ms();
-    sg_buf_reset(&g->body);
-    /* sent_at_ms is frozen at creation: a retried batch is byte-identical,
-     * so a backend that fingerprints Idempotency-Key bodies accepts it. */
-    int rc = sg_encode_batch(&g->body, (int)c->backend.content_type, c->gateway_id, batch_id,
-                             now, g->pending, g->npending);
-    /* One mark per window (its first channel): committed with the batch,
-     * so a journal replay after a crash skips exactly these windows. */
-    size_t nmarks = 0;
-    for (size_t i = 0; i < g->npending; i++) {
-        const struct sg_rollup *r = &g->pending[i];
-        if (r->channel == 0) {
-            g->marks[nmarks++] = (struct sg_spool_mark){
-                .sensor_id = r->sensor_id,
-                .kind = r->kind,
-                .window_ms = r->window_ms,
-                .closed_before_ms = r->window_start_ms + r->window_ms,
-            };
-        }
-    }
-    if (rc == 0) {
-        rc = sg_spool_push_marked(g->spool, seq, (int)c->backend.content_type,
-                                  (const uint8_t *)g->body.data, g->body.len, now, g->marks, nmarks);
-        if (rc == 0) {
-            g->m.batches_spooled++;
-        }
-    }
-    g->push_failed = rc != 0;
-    if (rc != 0) {
-        /* Counted in sensegate_spool_errors_total / dropped; never silent. */
-        sg_log(SG_LOG_ERROR, "spool", "cannot store batch %s (%zu rollups): %s (%s)", batch_id,
-               g->npending, sg_strerror(rc), sg_spool_last_error(g->spool));
-    }
-    g->npending = 0;
     sg_forward_kick(g->fwd);
+    uv_timer_stop(&g->batch_timer);
+    uint64_t wait_ms = sg_batch_wait_ms(g->batch, sg_mono_ms());
+    if (wait_ms != UINT64_MAX && g->stop == RUNNING) {
+        uv_timer_start(&g->batch_timer, on_batch_timer, wait_ms, 0);
+    }
+}
+
+/* Spools the full batches, or with all everything pending. */
+static void flush_batches(struct gw *g, bool all)
+{
+    after_spool(g, all ? sg_batch_flush(g->batch) : sg_batch_flush_full(g->batch));
 }
 
 static void on_batch_timer(uv_timer_t *t)
 {
-    flush_batch(t->data);
+    flush_batches(t->data, true);
 }
 
+/* Runs after the callbacks of the loop turn that filled a batch (the inbox
+ * drain, whether woken by its async handle or its coalescing timer, or a
+ * tick): the full batches are spooled here, outside rollup's emit. */
+static void on_batch_check(uv_check_t *h)
+{
+    uv_check_stop(h);
+    flush_batches(h->data, false);
+}
+
+/* rollup's emit callback: only appends (batch.c keeps windows whole and
+ * batches within max_batch_rollups). sg_batch_add spools by itself only
+ * past its burst bound, when one call into rollup closes very many
+ * windows (batch.c says why). */
 static void on_rollup(void *ctx, const struct sg_rollup *r)
 {
     struct gw *g = ctx;
-    int nch = sg_kind_channels(r->kind);
-    /* Never split a window's channels across batches (its spool mark must
-     * cover all of them), and never let a batch grow past
-     * max_batch_rollups to keep them together: send what is pending first
-     * when the whole window would not fit. Only a bound below a window's
-     * channel count (3 for accel_g) makes a batch of that one window. */
-    if (r->channel == 0 && g->npending > 0 &&
-        g->npending + (size_t)nch > g->cfg->backend.max_batch_rollups) {
-        flush_batch(g);
-    }
-    if (g->npending == g->cap_pending) {
-        g->cap_pending = g->cap_pending ? g->cap_pending * 2 : 64;
-        g->pending = sg_xrealloc(g->pending, g->cap_pending * sizeof *g->pending);
-        g->marks = sg_xrealloc(g->marks, g->cap_pending * sizeof *g->marks);
-    }
-    /* The batch's oldest window closed now: sensegate_delivery_delay_seconds
-     * runs from here, not from the push, which in a burst waits behind the
-     * others. Later rollups of the batch closed later: one clock read per
-     * batch. */
-    if (g->npending == 0) {
-        sg_spool_note_close(g->spool, sg_mono_ms());
-    }
-    g->pending[g->npending++] = *r;
-    if (g->npending == 1 && g->stop == RUNNING) {
+    bool was_empty = sg_batch_pending(g->batch) == 0;
+    size_t spooled = sg_batch_add(g->batch, r);
+    if (spooled > 0) {
+        after_spool(g, spooled);
+    } else if (was_empty && g->stop == RUNNING) {
         uv_timer_start(&g->batch_timer, on_batch_timer, g->cfg->backend.max_batch_delay_ms, 0);
     }
-    bool last_channel = r->channel + 1 >= nch;
-    if (last_channel && g->npending >= g->cfg->backend.max_batch_rollups) {
-        flush_batch(g);
+    if (sg_batch_full(g->batch) > 0) {
+        uv_check_start(&g->batch_check, on_batch_check);
     }
 }
 
@@ -201,6 +168,7 @@ static void snapshot(struct gw *g)
     m->seq_resets = rs->seq_resets;
     m->rollups = rs->rollups;
     m->windows_partial = rs->windows_partial;
+    m->batches_spooled = sg_batch_stats(g->batch)->spooled;
     const struct sg_spool_stats *ss = sg_spool_stats(g->spool);
     m->spool_batches = ss->batches;
     m->spool_bytes = ss->bytes;
@@ -514,7 +482,7 @@ static void trim_journal(struct gw *g, uint64_t now)
         keep = g->keep_ms;
     }
     g->keep_ms = keep;
-    if (g->journal == NULL || g->push_failed || now < 2 * keep) {
+    if (g->journal == NULL || sg_batch_push_failed(g->batch) || now < 2 * keep) {
         /* While spool pushes fail the journal keeps everything: a restart
          * can then rebuild what could not be spooled. */
         return;
@@ -533,11 +501,12 @@ static void on_tick(uv_timer_t *t)
      * this run did, relative to the messages around it. */
     sg_journal_append(g->journal, now, NULL, 0, NULL, 0);
     sg_rollup_tick(g->eng, now);
+    flush_batches(g, false);
     uint64_t mono = uv_now(&g->loop);
     if (mono - g->last_trim_mono >= 10000u) {
         g->last_trim_mono = mono;
         /* Spool what this tick closed before trimming behind it. */
-        flush_batch(g);
+        flush_batches(g, true);
         trim_journal(g, now);
     }
     if (g->cfg->stats_interval_s > 0 &&
@@ -621,9 +590,9 @@ static void finish(struct gw *g)
     snapshot(g);
     stats_line(g);
     uv_handle_t *hs[] = {(uv_handle_t *)&g->tick_timer, (uv_handle_t *)&g->batch_timer,
-                         (uv_handle_t *)&g->mqtt_timer, (uv_handle_t *)&g->stop_timer,
-                         (uv_handle_t *)&g->sig_term,   (uv_handle_t *)&g->sig_int,
-                         (uv_handle_t *)&g->sig_hup};
+                         (uv_handle_t *)&g->batch_check, (uv_handle_t *)&g->mqtt_timer,
+                         (uv_handle_t *)&g->stop_timer,  (uv_handle_t *)&g->sig_term,
+                         (uv_handle_t *)&g->sig_int,     (uv_handle_t *)&g->sig_hup};
     for (size_t i = 0; i < sizeof hs / sizeof hs[0]; i++) {
         g->open_handles++;
         uv_close(hs[i], on_handle_closed);
@@ -668,10 +637,10 @@ static void begin_close(struct gw *g)
     sg_inbox_close(&g->inbox, on_inbox_closed, g); /* handles what is left */
     g->inbox_open = false;
     sg_rollup_flush(g->eng);
-    flush_batch(g);
+    flush_batches(g, true);
     /* Every window is now spooled with its mark; the journal is no longer
      * needed unless a push failed, in which case it stays for a replay. */
-    if (!g->push_failed) {
+    if (!sg_batch_push_failed(g->batch)) {
         sg_journal_trim(g->journal, UINT64_MAX);
     }
     const struct sg_rollup_stats *rs = sg_rollup_stats(g->eng);
@@ -781,6 +750,8 @@ static void on_replay_record(void *ctx, uint64_t arrival_ms, const char *topic, 
         .payload_len = payload_len,
     };
     on_inbox(g, &m);
+    /* Each record is a drain of its own: spool what it filled. */
+    flush_batches(g, false);
 }
 
 /* Rebuilds the open windows a crash lost: restore the spooled-window marks,
@@ -803,7 +774,7 @@ static int recover(struct gw *g)
         sg_log(SG_LOG_ERROR, "journal", "replay stopped early: %s (%s)", sg_strerror(rc),
                strerror(errno));
     }
-    flush_batch(g);
+    flush_batches(g, true);
     struct sg_journal_stats js;
     sg_journal_stats(g->journal, &js);
     const struct sg_rollup_stats *rs = sg_rollup_stats(g->eng);
@@ -824,12 +795,15 @@ static int start(struct gw *g)
     struct sg_config *c = g->cfg;
     char err[512];
 
-    /* Timers first: recovery emits rollups, which arm the batch timer. */
+    /* Timers first: recovery emits rollups, which arm the batch timer
+     * (and the batch check). */
     uv_timer_t *timers[] = {&g->tick_timer, &g->batch_timer, &g->mqtt_timer, &g->stop_timer};
     for (size_t i = 0; i < 4; i++) {
         uv_timer_init(&g->loop, timers[i]);
         timers[i]->data = g;
     }
+    uv_check_init(&g->loop, &g->batch_check);
+    g->batch_check.data = g;
     /* Signals next, so a SIGTERM during start-up or recovery is handled by
      * the loop as soon as it runs instead of killing the process. */
     uv_signal_t *sigs[] = {&g->sig_term, &g->sig_int, &g->sig_hup};
@@ -872,6 +846,10 @@ static int start(struct gw *g)
     if (ss->batches) {
         sg_log(SG_LOG_INFO, "spool", "%llu batch(es) waiting from an earlier run",
                (unsigned long long)ss->batches);
+    }
+    struct sg_batch_opts bo = {.spool = g->spool, .cfg = &g->cfg};
+    if (sg_batch_new(&g->batch, &bo) != 0) {
+        return -1;
     }
 
     char jdir[4096];
@@ -1054,10 +1032,8 @@ int sg_gateway_run(struct sg_config *cfg)
     sg_rollup_engine_free(g->eng);
     sg_decoder_free(g->dec);
     sg_journal_close(g->journal);
+    sg_batch_free(g->batch);
     sg_spool_close(g->spool);
-    sg_buf_free(&g->body);
-    free(g->pending);
-    free(g->marks);
     free(g->verdicts);
     if (g->token != NULL) {
         memset(g->token, 0, strlen(g->token));

@@ -1,8 +1,10 @@
 /*
  * fake_spool: spool.h kept in memory, sorted by seq, for loop tests of the
- * forwarder. Same contract as gateway/spool.c where the forwarder relies on
- * it: peek returns the oldest batch after a seq with a copy of its body, ack
- * and dead remove it, sequence numbers never repeat.
+ * forwarder and tests of the batcher. Same contract as gateway/spool.c
+ * where they rely on it: peek returns the oldest batch after a seq with a
+ * copy of its body, ack and dead remove it, sequence numbers never repeat,
+ * a failed push stores nothing (marks included), and a push takes the
+ * earliest sg_spool_note_close since the last push as its close_mono_ms.
  */
 #include "fake_spool.h"
 
@@ -18,6 +20,8 @@ struct fake_batch {
     int content_type;
     uint8_t *body;
     size_t len;
+    struct sg_spool_mark *marks; /* sensor_id strings owned here */
+    size_t nmarks;
 };
 
 struct fake_dead {
@@ -34,6 +38,8 @@ struct sg_spool {
     uint64_t next_seq;
     size_t ack_calls;
     struct sg_spool_stats stats;
+    uint64_t close_note_ms; /* earliest note since the last push; 0 = none */
+    int fail_next;          /* the next push fails with this (0 = none) */
 };
 
 static void update_stats(struct sg_spool *sp)
@@ -61,9 +67,20 @@ static long find(struct sg_spool *sp, uint64_t seq)
     return -1;
 }
 
+static void batch_free(struct fake_batch *b)
+{
+    size_t i;
+
+    free(b->body);
+    for (i = 0; i < b->nmarks; i++) {
+        free((char *)b->marks[i].sensor_id);
+    }
+    free(b->marks);
+}
+
 static void remove_at(struct sg_spool *sp, size_t i)
 {
-    free(sp->b[i].body);
+    batch_free(&sp->b[i]);
     memmove(&sp->b[i], &sp->b[i + 1], (sp->n - i - 1) * sizeof(sp->b[0]));
     sp->n--;
     update_stats(sp);
@@ -90,7 +107,7 @@ void sg_spool_close(struct sg_spool *sp)
         return;
     }
     for (i = 0; i < sp->n; i++) {
-        free(sp->b[i].body);
+        batch_free(&sp->b[i]);
     }
     free(sp);
 }
@@ -103,9 +120,25 @@ uint64_t sg_spool_next_seq(struct sg_spool *sp)
 int sg_spool_push(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
                   size_t len, uint64_t created_ms)
 {
+    return sg_spool_push_marked(sp, seq, content_type, body, len, created_ms, NULL, 0);
+}
+
+int sg_spool_push_marked(struct sg_spool *sp, uint64_t seq, int content_type, const uint8_t *body,
+                         size_t len, uint64_t created_ms, const struct sg_spool_mark *marks,
+                         size_t nmarks)
+{
     struct fake_batch *nb;
+    uint64_t note = sp->close_note_ms;
+    uint64_t now = sg_mono_ms();
     size_t i;
 
+    sp->close_note_ms = 0; /* as spool.c: forgotten whatever the outcome */
+    if (sp->fail_next != 0) {
+        int err = sp->fail_next;
+        sp->fail_next = 0;
+        sp->stats.errors++;
+        return err;
+    }
     if (sp->n == FAKE_SPOOL_MAX || find(sp, seq) >= 0) {
         sp->stats.errors++;
         return SG_EIO;
@@ -117,11 +150,20 @@ int sg_spool_push(struct sg_spool *sp, uint64_t seq, int content_type, const uin
     memset(nb, 0, sizeof(*nb));
     nb->seq = seq;
     nb->created_ms = created_ms;
-    nb->close_mono_ms = sg_mono_ms(); /* as spool.c: the batch is pushed when it closes */
+    /* As spool.c: the earliest close noted, else the push time. */
+    nb->close_mono_ms = note != 0 && note < now ? note : now;
     nb->content_type = content_type;
     nb->body = sg_xmalloc(len > 0 ? len : 1);
     memcpy(nb->body, body, len);
     nb->len = len;
+    if (nmarks > 0) {
+        nb->marks = sg_xcalloc(nmarks, sizeof(*nb->marks));
+        for (i = 0; i < nmarks; i++) {
+            nb->marks[i] = marks[i];
+            nb->marks[i].sensor_id = sg_xstrdup(marks[i].sensor_id);
+        }
+        nb->nmarks = nmarks;
+    }
     sp->n++;
     if (seq >= sp->next_seq) {
         sp->next_seq = seq + 1;
@@ -237,6 +279,31 @@ int fake_spool_dead_get(struct sg_spool *sp, size_t i, uint64_t *seq, int *http_
 size_t fake_spool_ack_calls(struct sg_spool *sp)
 {
     return sp->ack_calls;
+}
+
+void sg_spool_note_close(struct sg_spool *sp, uint64_t mono_ms)
+{
+    if (sp != NULL && mono_ms != 0 && (sp->close_note_ms == 0 || mono_ms < sp->close_note_ms)) {
+        sp->close_note_ms = mono_ms;
+    }
+}
+
+int fake_spool_marks(struct sg_spool *sp, uint64_t seq, const struct sg_spool_mark **marks,
+                     size_t *nmarks)
+{
+    long i = find(sp, seq);
+
+    if (i < 0) {
+        return SG_ENOTFOUND;
+    }
+    *marks = sp->b[i].marks;
+    *nmarks = sp->b[i].nmarks;
+    return 0;
+}
+
+void fake_spool_fail_next(struct sg_spool *sp, int err)
+{
+    sp->fail_next = err;
 }
 
 const char *sg_spool_last_error(struct sg_spool *sp)

@@ -1,7 +1,9 @@
 /*
  * fake_spool: an in-memory implementation of spool.h for tests of modules
- * that read the spool (forward), plus accessors to inspect it. Link it
- * instead of sg_spool. Single-threaded; bounded at FAKE_SPOOL_MAX batches.
+ * that read or fill the spool (forward, batch), plus accessors to inspect
+ * it. Link it instead of sg_spool. Single-threaded; bounded at
+ * FAKE_SPOOL_MAX batches. Marks are kept with their batch (the real spool
+ * keeps them in their own table), enough to see what a push carried.
  */
 #ifndef SG_FAKE_SPOOL_H
 #define SG_FAKE_SPOOL_H
@@ -27,5 +29,12 @@ int fake_spool_dead_get(struct sg_spool *sp, size_t i, uint64_t *seq, int *http_
                         const char **reason);
 /* Number of acks seen (including those for unknown seqs). */
 size_t fake_spool_ack_calls(struct sg_spool *sp);
+/* The marks pushed with batch seq (sensor_id points into the fake).
+ * Returns 0 or SG_ENOTFOUND. */
+int fake_spool_marks(struct sg_spool *sp, uint64_t seq, const struct sg_spool_mark **marks,
+                     size_t *nmarks);
+/* The next push fails with err (nothing stored, counted in errors, as the
+ * real spool does); 0 cancels. */
+void fake_spool_fail_next(struct sg_spool *sp, int err);
 
 #endif
