@@ -460,6 +460,19 @@ def yaml_scalar(v):
     return json.dumps(str(v))
 
 
+def publish_sentinel(env, broker_port, size):
+    """An oversized payload published after everything else: the broker
+    delivers in order, so once the gateway counts it as too large, every
+    earlier message has been taken."""
+    path = os.path.join(env.dir, "sentinel.bin")
+    with open(path, "wb") as f:
+        f.write(b"\x00" * size)
+    pub = shutil.which("mosquitto_pub")
+    assert pub, "mosquitto_pub not found (package mosquitto-clients)"
+    subprocess.run([pub, "-h", "127.0.0.1", "-p", str(broker_port), "-q", "1",
+                    "-t", "sensors/test/sentinel/end", "-f", path], check=True, timeout=30)
+
+
 def wait_log(proc, text, timeout, what=None, after=0):
     """Waits until `text` appears in proc's log after byte offset `after`;
     returns the offset just past the first match."""

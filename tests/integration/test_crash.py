@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 
-from harness import Env, Runner, binary, wait_for
+from harness import Env, Runner, binary, publish_sentinel, wait_for
 
 SIM_ARGS = ["--sensors", "150", "--duration-s", "180", "--speedup", "15", "--seed", "21",
             "--readings-per-batch", "10", "--dup-frac", "0.01", "--ooo-frac", "0.01",
@@ -37,19 +37,6 @@ def restart(env, gw, cfg, n):
     gw.kill9()
     shutil.copy(gw.log_path, os.path.join(env.dir, f"gateway-run{n}.log"))
     return env.start_gateway(cfg)
-
-
-def publish_sentinel(env, broker_port, size):
-    """An oversized payload published after everything else: the broker
-    delivers in order, so once the gateway counts it as too large, every
-    earlier message has been taken."""
-    path = os.path.join(env.dir, "sentinel.bin")
-    with open(path, "wb") as f:
-        f.write(b"\x00" * size)
-    pub = shutil.which("mosquitto_pub")
-    assert pub, "mosquitto_pub not found (package mosquitto-clients)"
-    subprocess.run([pub, "-h", "127.0.0.1", "-p", str(broker_port), "-q", "1",
-                    "-t", "sensors/test/sentinel/end", "-f", path], check=True, timeout=30)
 
 
 def test_kill9_three_times_nothing_lost():

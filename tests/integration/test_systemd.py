@@ -37,7 +37,8 @@ import sys
 import threading
 import time
 
-from harness import (BUILD_DIR, SKIP, Env, Proc, Runner, binary, http_get, stable_port, wait_for,
+from harness import (BUILD_DIR, SKIP, Env, Proc, Runner, binary, http_get, publish_sentinel,
+                     stable_port, wait_for,
                      wait_log)
 
 WATCHDOG_USEC = 2_000_000
@@ -311,18 +312,6 @@ def test_ready_after_subscribe_watchdog_reload_stop():
 
 SIM_ARGS = ["--sensors", "80", "--duration-s", "120", "--speedup", "10", "--seed", "5",
             "--readings-per-batch", "10", "--dup-frac", "0.01", "--ooo-frac", "0.01"]
-
-
-def publish_sentinel(env, broker_port, size):
-    """An oversized payload published after the fleet: the broker delivers
-    in order, so once the gateway counts it, every earlier message is in."""
-    path = os.path.join(env.dir, "sentinel.bin")
-    with open(path, "wb") as f:
-        f.write(b"\x00" * size)
-    pub = shutil.which("mosquitto_pub")
-    assert pub, "mosquitto_pub not found (package mosquitto-clients)"
-    subprocess.run([pub, "-h", "127.0.0.1", "-p", str(broker_port), "-q", "1",
-                    "-t", "sensors/test/sentinel/end", "-f", path], check=True, timeout=30)
 
 
 def test_stalled_loop_restarted_by_watchdog_loses_nothing():
